@@ -1,0 +1,25 @@
+"""gflow: gradient flow with weight decay, integrated as an ODE, for the study of grokking.
+
+Time convention everywhere: F_λ = F + (λ/2)‖θ‖², dθ/dt = −∇F_λ(θ), t is ODE time and
+τ = λt is slow time.
+"""
+
+import importlib.metadata
+
+from . import models as models, tasks as tasks
+from ._gd import gd as gd
+from ._problem import Problem as Problem, ProblemError as ProblemError
+from ._simulate import (
+    SOLVER_NAMES as SOLVER_NAMES,
+    choose_solver as choose_solver,
+    count_params as count_params,
+    log_times as log_times,
+    simulate as simulate,
+)
+from ._solution import RESULTS as RESULTS, Trajectory as Trajectory
+
+
+try:
+    __version__ = importlib.metadata.version("gflow")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,317 @@
+"""The `Problem`: a model, its data, a loss and what to measure. Pure data, no solver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+
+class ProblemError(ValueError):
+    """A `Problem` (or an argument of `simulate`/`gd`) is malformed. The message says how to fix it."""
+
+
+_BUILTIN_LOSSES = ("mse", "cross_entropy", "logistic")
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _batched_outputs(model, data):
+    try:
+        x = data["x"]
+    except (TypeError, KeyError, IndexError):
+        raise ProblemError(
+            "built-in losses read data['x'] and data['y']: pass train/test as dicts "
+            "{'x': inputs, 'y': targets}, or give your own loss=/residuals= function"
+        ) from None
+    return jax.vmap(model)(x)
+
+
+def mse_residuals(model, data):
+    """Residuals `model(x_i) − y_i`, flattened over examples and outputs.
+
+    With these, F = ½·mean(residuals²): the mean squared error over every entry, halved.
+    """
+    out = _batched_outputs(model, data)
+    return jnp.reshape(out - data["y"], (-1,))
+
+
+def cross_entropy_loss(model, data):
+    """Mean softmax cross-entropy of logits `model(x_i)` against integer labels `y_i`."""
+    logits = _batched_outputs(model, data)
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, data["y"][:, None], axis=-1)[:, 0]
+    return jnp.mean(logz - picked)
+
+
+def logistic_loss(model, data):
+    """Mean logistic loss log(1 + exp(−y_i f(x_i))) for labels y_i ∈ {−1, +1} and scalar outputs."""
+    out = _batched_outputs(model, data)
+    return jnp.mean(jax.nn.softplus(-data["y"] * out))
+
+
+def _check_builtin_shapes(name, model, data, split):
+    out = jax.eval_shape(lambda m, d: _batched_outputs(m, d), model, data)
+    y = data["y"]
+    if name == "mse":
+        if out.shape != y.shape:
+            raise ProblemError(
+                f"{split} data: the model outputs shape {out.shape[1:]} per example "
+                f"(batched {out.shape}) but data['y'] has shape {y.shape}; make them equal "
+                "(e.g. y[:, None] for one output, or a model that returns a scalar)"
+            )
+    elif name == "cross_entropy":
+        if out.ndim != 2 or y.shape != out.shape[:1]:
+            raise ProblemError(
+                f"{split} data: cross_entropy needs logits of shape (n, classes) and integer "
+                f"labels of shape (n,); got logits {out.shape} and labels {y.shape}"
+            )
+        if not jnp.issubdtype(y.dtype, jnp.integer):
+            raise ProblemError(f"{split} data: cross_entropy labels must be integers, got {y.dtype}")
+    elif name == "logistic":
+        if out.shape != y.shape:
+            raise ProblemError(
+                f"{split} data: logistic loss needs one scalar output per example, shape {y.shape}, "
+                f"but the model outputs {out.shape}"
+            )
+
+
+def _default_metrics(loss_name):
+    if loss_name == "cross_entropy":
+        return {"accuracy": lambda m, d: jnp.mean(jnp.argmax(_batched_outputs(m, d), -1) == d["y"])}
+    if loss_name == "logistic":
+        return {"accuracy": lambda m, d: jnp.mean(jnp.sign(_batched_outputs(m, d)) == d["y"])}
+    return {}
+
+
+class Problem(eqx.Module):
+    r"""A gradient-flow problem: an Equinox model holding the initial parameters, data, a loss.
+
+    The flow integrated by `gflow.simulate` is
+
+    $$\dot\theta = -\nabla F(\theta) - \lambda\, m \odot \theta, \qquad
+      F_\lambda(\theta) = F(\theta) + \tfrac{\lambda}{2}\lVert m \odot \theta\rVert^2,$$
+
+    where θ are the floating-point array leaves of `model` and m is the weight-decay mask.
+
+    **Arguments:**
+
+    - `model`: an `eqx.Module` (or any pytree) whose floating-point arrays are the initial
+      parameters θ0. Its non-array parts (activations, sizes) are static.
+    - `train`, `test`: pytrees of arrays. The built-in losses read dicts `{"x": ..., "y": ...}`;
+      extra keys are carried along for metrics (e.g. a teacher vector in `test`).
+    - `loss`: `loss(model, data) -> scalar`, or a name: `"mse"` (F = ½·mean((f(x)−y)²), given as
+      residuals), `"cross_entropy"` (integer labels), `"logistic"` (labels ±1).
+    - `residuals`: `residuals(model, data) -> vector r`; then F = ½·mean(r²). Give exactly one
+      of `loss` and `residuals`. Residual problems expose their Jacobian to the slow flow.
+    - `metrics`: `{name: fn(model, data) -> scalar}`. Each is evaluated on the test data (as
+      `test_<name>`) and on the train data (as `train_<name>`) wherever the split has the keys
+      it reads. Classification losses add `accuracy` by default.
+    - `decay_mask`: which parameters weight decay acts on: a pytree of bools with the structure
+      of `model` (non-array leaves ignored), or a callable `model -> such pytree`. Default: all.
+
+    The model is called as `model(x_i)` on one example for the built-in losses.
+    """
+
+    model: Any
+    train: Any
+    test: Any
+    loss_name: str | None = eqx.field(static=True)
+    loss_fn: Callable | None = eqx.field(static=True)
+    residuals_fn: Callable | None = eqx.field(static=True)
+    metric_items: tuple = eqx.field(static=True)
+    decay_leaves: tuple = eqx.field(static=True)
+
+    def __init__(
+        self,
+        model,
+        train,
+        *,
+        loss: Callable | str | None = None,
+        residuals: Callable | str | None = None,
+        test=None,
+        metrics: Mapping[str, Callable] | None = None,
+        decay_mask=None,
+    ):
+        if (loss is None) == (residuals is None):
+            raise ProblemError(
+                "give exactly one of loss=(model, data) -> scalar or residuals=(model, data) -> vector"
+            )
+        loss_name = None
+        if isinstance(residuals, str):
+            if residuals != "mse":
+                raise ProblemError(f"unknown residuals {residuals!r}; the built-in one is 'mse'")
+            loss, residuals = None, mse_residuals
+            loss_name = "mse"
+        if isinstance(loss, str):
+            if loss not in _BUILTIN_LOSSES:
+                raise ProblemError(f"unknown loss {loss!r}; choose one of {', '.join(_BUILTIN_LOSSES)} or pass a function")
+            loss_name = loss
+            if loss == "mse":
+                loss, residuals = None, mse_residuals
+            else:
+                loss = {"cross_entropy": cross_entropy_loss, "logistic": logistic_loss}[loss]
+        for name, fn in (("loss", loss), ("residuals", residuals)):
+            if fn is not None and not callable(fn):
+                raise ProblemError(f"{name} must be a function (model, data) -> ..., got {type(fn).__name__}")
+
+        _check_parameters(model)
+        _check_data(train, "train")
+        if test is not None:
+            _check_data(test, "test")
+
+        all_metrics = dict(_default_metrics(loss_name))
+        all_metrics.update(metrics or {})
+        for name, fn in all_metrics.items():
+            if not isinstance(name, str) or not callable(fn):
+                raise ProblemError("metrics must map names (str) to functions fn(model, data) -> scalar")
+
+        self.model = model
+        self.train = train
+        self.test = test
+        self.loss_name = loss_name
+        self.loss_fn = loss
+        self.residuals_fn = residuals
+        self.decay_leaves = _normalise_mask(model, decay_mask)
+
+        # Shape checks by abstract evaluation: no compilation, no FLOPs.
+        splits = [("train", train)] + ([("test", test)] if test is not None else [])
+        for split, data in splits:
+            if loss_name is not None:
+                _check_builtin_shapes(loss_name, model, data, split)
+            _check_objective_shape(self, data, split)
+        items = []
+        for name, fn in all_metrics.items():
+            for split, data in splits:
+                try:
+                    out = jax.eval_shape(fn, model, data)
+                except (KeyError, IndexError, TypeError) as err:
+                    if isinstance(err, TypeError) and "indices" not in str(err):
+                        raise
+                    continue  # the metric reads something this split does not carry
+                if getattr(out, "shape", None) != ():
+                    raise ProblemError(f"metric {name!r} must return a scalar, got shape {getattr(out, 'shape', out)}")
+                items.append((f"{split}_{name}", split, fn))
+        self.metric_items = tuple(items)
+
+    # -- the objective ---------------------------------------------------------------
+
+    @property
+    def params(self):
+        """The floating-point arrays of the model: the ODE state θ."""
+        return eqx.filter(self.model, eqx.is_inexact_array)
+
+    def split(self):
+        """`(params, static)` with `eqx.combine(params, static)` giving the model back."""
+        return eqx.partition(self.model, eqx.is_inexact_array)
+
+    def loss(self, model, data) -> jax.Array:
+        """The unregularised loss F on `data` (½·mean(r²) for residual problems)."""
+        if self.residuals_fn is not None:
+            r = self.residuals_fn(model, data)
+            return 0.5 * jnp.mean(r**2)
+        return self.loss_fn(model, data)
+
+    def decayed(self, params):
+        """The decayed part m ⊙ θ of a parameter pytree (undecayed leaves set to zero)."""
+        leaves, treedef = jtu.tree_flatten(params)
+        return jtu.tree_unflatten(
+            treedef, [x if keep else jnp.zeros_like(x) for x, keep in zip(leaves, self.decay_leaves, strict=True)]
+        )
+
+    def objective(self, model, lam) -> jax.Array:
+        """F_λ(θ) = F(θ) + (λ/2)‖m ⊙ θ‖² on the training data."""
+        params = eqx.filter(model, eqx.is_inexact_array)
+        return self.loss(model, self.train) + 0.5 * lam * _sq_norm(self.decayed(params))
+
+
+def _sq_norm(tree) -> jax.Array:
+    leaves = jtu.tree_leaves(tree)
+    return sum((jnp.sum(jnp.square(x)) for x in leaves), start=jnp.zeros((), leaves[0].dtype if leaves else float))
+
+
+def _path_str(path) -> str:
+    return jtu.keystr(path) or "<root>"
+
+
+def _check_parameters(model):
+    leaves = jtu.tree_leaves_with_path(model)
+    floats = 0
+    for path, leaf in leaves:
+        if eqx.is_array(leaf):
+            dtype = leaf.dtype
+            if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+                raise ProblemError(
+                    f"model leaf {_path_str(path)} has dtype {dtype}: gradient flow needs floating-point "
+                    "parameters; cast it (jnp.asarray(x, float)) or mark the field eqx.field(static=True)"
+                )
+            if jnp.issubdtype(dtype, jnp.complexfloating):
+                raise ProblemError(f"model leaf {_path_str(path)} is complex; gflow integrates real parameters")
+            floats += 1
+            if _is_concrete(leaf) and not bool(np.all(np.isfinite(np.asarray(leaf)))):
+                raise ProblemError(f"model leaf {_path_str(path)} has non-finite initial values; fix the initialisation")
+    if floats == 0:
+        raise ProblemError("the model has no floating-point array leaves: nothing to integrate")
+
+
+def _check_data(data, split):
+    for path, leaf in jtu.tree_leaves_with_path(data):
+        if not eqx.is_array_like(leaf):
+            continue
+        arr = leaf
+        if _is_concrete(arr):
+            arr = np.asarray(arr)
+            if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+                raise ProblemError(f"{split} data {_path_str(path)} contains NaN or inf; clean or drop those rows")
+
+
+def _check_objective_shape(problem, data, split):
+    if problem.residuals_fn is not None:
+        out = jax.eval_shape(problem.residuals_fn, problem.model, data)
+        if getattr(out, "ndim", None) != 1:
+            raise ProblemError(
+                f"residuals must return a vector (1-D) on the {split} data, got shape {getattr(out, 'shape', out)}; "
+                "flatten with jnp.ravel"
+            )
+    else:
+        out = jax.eval_shape(problem.loss_fn, problem.model, data)
+        if getattr(out, "shape", None) != ():
+            raise ProblemError(
+                f"loss must return a scalar on the {split} data, got shape {getattr(out, 'shape', out)}; "
+                "reduce it with jnp.mean or jnp.sum (or pass it as residuals=)"
+            )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ProblemError(f"the loss on the {split} data has dtype {out.dtype}; it must be floating point")
+
+
+def _normalise_mask(model, decay_mask) -> tuple:
+    params = eqx.filter(model, eqx.is_inexact_array)
+    n = len(jtu.tree_leaves(params))
+    if decay_mask is None:
+        return (True,) * n
+    if callable(decay_mask):
+        decay_mask = decay_mask(model)
+    # Align the mask with the parameter leaves: take the mask's value at every inexact array.
+    try:
+        pairs = jtu.tree_map(
+            lambda m, x: bool(m) if eqx.is_inexact_array(x) else None,
+            decay_mask,
+            model,
+            is_leaf=lambda x: isinstance(x, bool),
+        )
+    except (ValueError, TypeError) as err:
+        raise ProblemError(
+            "decay_mask must have the structure of the model with a bool per array "
+            f"(e.g. jax.tree.map(lambda _: True, model)); {err}"
+        ) from None
+    mask = tuple(jtu.tree_leaves(pairs))
+    if len(mask) != n:
+        raise ProblemError("decay_mask must give one bool for every floating-point array of the model")
+    return mask

@@ -1,0 +1,278 @@
+"""`simulate`: integrate dθ/dt = −∇F(θ) − λ m⊙θ with Diffrax and record observables."""
+
+from __future__ import annotations
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+from ._flow import observables, tree_all_finite, tree_norm, vector_field
+from ._problem import Problem, ProblemError, _is_concrete
+from ._solution import RESULTS, Trajectory
+
+
+# Name -> (diffrax solver class, new vector-field evaluations per attempted step, or None when
+# the count is not fixed: the implicit solvers' Newton iterations happen inside Diffrax).
+_SOLVERS: dict[str, tuple[type, int | None]] = {
+    "tsit5": (diffrax.Tsit5, 6),
+    "dopri5": (diffrax.Dopri5, 6),
+    "kvaerno3": (diffrax.Kvaerno3, None),
+    "kvaerno5": (diffrax.Kvaerno5, None),
+}
+SOLVER_NAMES = (*_SOLVERS, "auto")
+
+# `solver="auto"`: a dense-Jacobian stiff method pays off when the explicit step count,
+# about sharpness × horizon / 3, is large and a d×d Jacobian is cheap to factor.
+AUTO_MAX_DENSE_PARAMS = 500
+AUTO_STIFFNESS = 2e4
+
+DEFAULT_NUM_SAVES = 200
+
+
+def log_times(t1, n: int = DEFAULT_NUM_SAVES, t_min=None) -> jax.Array:
+    """`0` followed by `n − 1` log-spaced times from `t_min` to `t1` (inclusive).
+
+    The default `t_min` is `min(1e-2, t1·1e-3)`: early enough to resolve a fast phase of
+    time scale ~1/sharpness in ODE time.
+    """
+    if n < 2:
+        raise ProblemError(f"need at least 2 save times, got {n}")
+    t1 = jnp.asarray(t1)
+    if t_min is None:
+        t_min = jnp.minimum(1e-2, t1 * 1e-3)
+    t_min = jnp.asarray(t_min, t1.dtype)
+    expo = jnp.linspace(0.0, 1.0, n - 1, dtype=t1.dtype)
+    grid = t_min * (t1 / t_min) ** expo
+    # Pin the last point exactly at t1 (pow can be off by an ulp, and diffrax needs ts <= t1).
+    grid = grid.at[-1].set(t1)
+    return jnp.concatenate([jnp.zeros((1,), t1.dtype), grid])
+
+
+def count_params(model) -> int:
+    return sum(int(np.prod(x.shape)) for x in jtu.tree_leaves(eqx.filter(model, eqx.is_inexact_array)))
+
+
+def _param_dtype(problem: Problem):
+    return jnp.result_type(*jtu.tree_leaves(problem.params))
+
+
+def _scalar(name: str, value, dtype) -> jax.Array:
+    arr = jnp.asarray(value)
+    if arr.ndim != 0:
+        raise ProblemError(f"{name} must be a scalar, got shape {arr.shape}; to run many values use gflow.sweep")
+    if _is_concrete(arr) and not bool(jnp.isfinite(arr)):
+        raise ProblemError(f"{name} must be finite, got {value}")
+    return arr.astype(dtype)
+
+
+def check_lam(lam) -> None:
+    if _is_concrete(lam) and float(lam) < 0:
+        raise ProblemError(f"weight decay lam must be >= 0, got {float(lam)}")
+
+
+@eqx.filter_jit
+def _top_hessian_eigenvalue(problem: Problem, iters: int = 30) -> jax.Array:
+    """Largest |eigenvalue| of ∇²F(θ0) by power iteration on Hessian-vector products."""
+    params, static = problem.split()
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+
+    def loss_flat(v):
+        return problem.loss(eqx.combine(unravel(v), static), problem.train)
+
+    def hvp(v):
+        return jax.jvp(jax.grad(loss_flat), (flat,), (v,))[1]
+
+    v0 = jnp.ones_like(flat) / jnp.sqrt(flat.size)
+
+    def body(_, v):
+        w = hvp(v)
+        return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(w.dtype).tiny)
+
+    v = jax.lax.fori_loop(0, iters, body, v0)
+    return jnp.abs(jnp.vdot(v, hvp(v)))
+
+
+def choose_solver(problem: Problem, lam, horizon) -> tuple[str, float]:
+    """The `solver="auto"` rule. Returns (name, estimated sharpness).
+
+    Kvaerno5 (stiff, dense Jacobian) when the problem has at most `AUTO_MAX_DENSE_PARAMS`
+    parameters and the stiffness ratio (sharpness(θ0) + λ) × horizon exceeds `AUTO_STIFFNESS`;
+    Tsit5 otherwise. `horizon` is the final ODE time t1 (τ1/λ in slow time).
+    """
+    sharp = float(_top_hessian_eigenvalue(problem))
+    stiffness = (sharp + float(lam)) * float(horizon)
+    if count_params(problem.model) <= AUTO_MAX_DENSE_PARAMS and stiffness > AUTO_STIFFNESS:
+        return "kvaerno5", sharp
+    return "tsit5", sharp
+
+
+def simulate(
+    problem: Problem,
+    lam,
+    t1,
+    *,
+    solver: str = "auto",
+    saveat=None,
+    rtol=None,
+    atol=None,
+    max_steps: int = 200_000,
+    time: str = "fast",
+    divergence_norm=None,
+) -> Trajectory:
+    r"""Integrate the gradient flow with weight decay of `problem` up to `t1`.
+
+    $$\frac{d\theta}{dt} = -\nabla F(\theta) - \lambda\, m\odot\theta,\qquad \theta(0) = \theta_0,$$
+
+    i.e. gradient flow on F_λ = F + (λ/2)‖m⊙θ‖². With `time="slow"` the same flow is
+    integrated in slow time τ = λt (dθ/dτ = −∇F_λ/λ), and `t1` means τ1.
+
+    **Main arguments:**
+
+    - `problem`: a `gflow.Problem`.
+    - `lam`: weight decay λ ≥ 0 (a scalar; traced, so new values do not recompile).
+    - `t1`: final time (> 0), in ODE time t, or τ with `time="slow"`.
+    - `solver`: `"tsit5"`, `"dopri5"` (explicit, adaptive), `"kvaerno3"`, `"kvaerno5"` (stiff,
+      dense Jacobian: for small parameter counts) or `"auto"` (see `choose_solver`).
+    - `saveat`: `None` (200 times: 0 and log-spaced up to t1), an int (that many such times),
+      or an increasing array of times in [0, t1].
+
+    **Other arguments:**
+
+    - `rtol`, `atol`: tolerances of the PID step-size controller; default 1e-8/1e-10 in
+      float64 and 1e-5/1e-7 in float32 (from the parameters' dtype).
+    - `max_steps`: step budget; reaching it returns `RESULTS.max_steps_reached`.
+    - `divergence_norm`: stop with `RESULTS.diverged` when ‖θ‖ exceeds this (default
+      1e8·(1 + ‖θ0‖)) or θ stops being finite.
+
+    **Returns:** a `gflow.Trajectory`. Failures never raise from inside the solve: the result
+    code says what happened and `final` holds the last finite state.
+    """
+    if not isinstance(problem, Problem):
+        raise ProblemError(f"simulate needs a gflow.Problem, got {type(problem).__name__}")
+    if time not in ("fast", "slow"):
+        raise ProblemError(f"time must be 'fast' (ODE time t) or 'slow' (tau = lam*t), got {time!r}")
+    if not isinstance(solver, str) or solver not in SOLVER_NAMES:
+        raise ProblemError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
+    dtype = _param_dtype(problem)
+    lam = _scalar("lam", lam, dtype)
+    t1 = _scalar("t1", t1, dtype)
+    check_lam(lam)
+    if _is_concrete(t1) and float(t1) <= 0:
+        raise ProblemError(f"t1 must be > 0, got {float(t1)}")
+    slow = time == "slow"
+    if slow and _is_concrete(lam) and float(lam) == 0:
+        raise ProblemError("time='slow' rescales by tau = lam*t and needs lam > 0; use time='fast' for lam = 0")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ProblemError(f"max_steps must be a positive int, got {max_steps!r}")
+
+    stats_extra = {}
+    if solver == "auto":
+        if not (_is_concrete(lam) and _is_concrete(t1)):
+            raise ProblemError("solver='auto' needs concrete lam and t1; name a solver inside jit/vmap")
+        horizon = float(t1) / float(lam) if slow else float(t1)
+        solver, sharpness = choose_solver(problem, lam, horizon)
+        stats_extra["sharpness_estimate"] = jnp.asarray(sharpness, dtype)
+
+    is64 = jnp.finfo(dtype).bits >= 64
+    rtol = (1e-8 if is64 else 1e-5) if rtol is None else rtol
+    atol = (1e-10 if is64 else 1e-7) if atol is None else atol
+
+    num_saves, save_ts = None, None
+    if saveat is None:
+        num_saves = DEFAULT_NUM_SAVES
+    elif isinstance(saveat, int):
+        num_saves = saveat
+        if num_saves < 2:
+            raise ProblemError(f"saveat as an int is the number of save times and must be >= 2, got {saveat}")
+    else:
+        save_ts = jnp.asarray(saveat, dtype)
+        if save_ts.ndim != 1 or save_ts.size < 1:
+            raise ProblemError("saveat must be None, an int, or a 1-D array of times")
+        if _is_concrete(save_ts) and _is_concrete(t1):
+            s = np.asarray(save_ts)
+            if np.any(np.diff(s) < 0) or s[0] < 0 or s[-1] > float(t1):
+                raise ProblemError(f"saveat times must be increasing and lie in [0, t1={float(t1)}]")
+
+    if divergence_norm is None:
+        divergence_norm = 1e8 * (1.0 + tree_norm(problem.params))
+    divergence_norm = jnp.asarray(divergence_norm, dtype)
+
+    traj = _simulate(
+        problem, lam, t1, save_ts, divergence_norm, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype),
+        solver=solver, num_saves=num_saves, max_steps=max_steps, slow=slow,
+    )
+    if stats_extra:
+        traj = eqx.tree_at(lambda tr: tr.stats, traj, {**traj.stats, **stats_extra})
+    return traj
+
+
+@eqx.filter_jit
+def _simulate(problem, lam, t1, save_ts, divergence_norm, rtol, atol, *, solver, num_saves, max_steps, slow):
+    solver_cls, evals_per_step = _SOLVERS[solver]
+    params, static = problem.split()
+    if save_ts is None:
+        t_min = jnp.minimum(1e-2 * lam, t1 * 1e-3) if slow else None
+        save_ts = log_times(t1, num_saves, t_min)
+
+    def field(t, y, args):
+        del t, args
+        return vector_field(y, static, problem, lam, slow)
+
+    def observe(t, y, args):
+        del t, args
+        return observables(y, static, problem, lam)
+
+    def diverging(t, y, args, **kwargs):
+        del t, args, kwargs
+        return jnp.logical_not(tree_all_finite(y)) | (tree_norm(y) > divergence_norm)
+
+    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=save_ts, fn=observe), diffrax.SubSaveAt(t1=True)])
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        solver_cls(),
+        t0=jnp.zeros((), t1.dtype),
+        t1=t1,
+        dt0=None,
+        y0=params,
+        saveat=saveat,
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        event=diffrax.Event(diverging),
+        max_steps=max_steps,
+        throw=False,
+    )
+    saved_ts, final_ts = sol.ts
+    observed, final_params = sol.ys
+    reached = jnp.isfinite(saved_ts)
+    metrics = {k: jnp.where(reached, v, jnp.nan) for k, v in observed.items()}
+    final = eqx.combine(jtu.tree_map(lambda x: x[0], final_params), static)
+
+    result = RESULTS.promote(sol.result)
+    if sol.event_mask is not None:
+        result = RESULTS.where(sol.event_mask, RESULTS.diverged, result)
+
+    stats = {
+        "num_steps": sol.stats["num_steps"],
+        "num_accepted_steps": sol.stats["num_accepted_steps"],
+        "num_rejected_steps": sol.stats["num_rejected_steps"],
+        "max_steps": jnp.asarray(max_steps),
+    }
+    if evals_per_step is not None:
+        # FSAL Runge–Kutta: two evaluations pick the first step size (the one at t0 is reused),
+        # then `evals_per_step` new stages per attempted step (rejected ones included).
+        stats["num_vf_evals"] = 2 + evals_per_step * sol.stats["num_steps"]
+    return Trajectory(
+        ts=save_ts,
+        metrics=metrics,
+        final=final,
+        t_final=final_ts[0],
+        stats=stats,
+        result=result,
+        lam=lam,
+        time="slow" if slow else "fast",
+        solver=solver,
+    )
+

@@ -1,0 +1,96 @@
+"""What a run returns: the `Trajectory` pytree and the `RESULTS` codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import numpy as np
+
+
+class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
+    """Outcome codes: diffrax's (successful, max_steps_reached, …) plus gflow's own."""
+
+    diverged = (
+        "The parameters diverged (norm above the divergence bound, or inf/nan). The state returned "
+        "is the last finite one; reduce λ, t1 or the step size, or check the loss."
+    )
+
+
+class Trajectory(eqx.Module):
+    """A gradient-flow (or gradient-descent) run, as a pytree (it vmaps and stacks).
+
+    **Attributes:**
+
+    - `ts`: the save times, in the run's time variable: ODE time t (`time="fast"`), or slow
+      time τ = λt (`time="slow"`). For `gd`, t = lr·step.
+    - `metrics`: dict of arrays over `ts`. Always `train_loss` (F), `objective`
+      (F_λ = F + (λ/2)‖m⊙θ‖²), `norm` (‖m⊙θ‖, the decayed leaves), `grad_norm` (‖∇F‖ on
+      the training data); with test data `test_loss`; and `train_<name>`/`test_<name>` for every
+      metric of the Problem. Values after `t_final` (a run stopped early) are NaN.
+    - `final`: the model at the last time reached (always finite).
+    - `t_final`: that time, in the run's time variable.
+    - `stats`: dict with `num_steps`, `num_accepted_steps`, `num_rejected_steps`, `max_steps`
+      and, where it is exact, `num_vf_evals` (gradient evaluations of the integrator, save
+      points excluded).
+    - `result`: a `RESULTS` code; `.message` reads it.
+    - `lam`: λ. `time`: "fast" or "slow". `solver`: the method's name.
+    """
+
+    ts: jax.Array
+    metrics: dict[str, jax.Array]
+    final: Any
+    t_final: jax.Array
+    stats: dict[str, jax.Array]
+    result: RESULTS
+    lam: jax.Array
+    time: str = eqx.field(static=True)
+    solver: str = eqx.field(static=True)
+
+    @property
+    def t(self) -> jax.Array:
+        """Save times in ODE time t."""
+        return self.ts if self.time == "fast" else self.ts / self.lam[..., None]
+
+    @property
+    def tau(self) -> jax.Array:
+        """Save times in slow time τ = λt."""
+        return self.ts * self.lam[..., None] if self.time == "fast" else self.ts
+
+    @property
+    def ok(self) -> jax.Array:
+        """True where the run finished successfully."""
+        return self.result == RESULTS.successful
+
+    @property
+    def message(self) -> str:
+        """The result in words ("successful" when it is)."""
+        if np.ndim(self.result._value) != 0:
+            raise ValueError("this Trajectory is batched; index one member first (jax.tree.map(lambda x: x[i], traj))")
+        msg = RESULTS[self.result]
+        return msg or "successful"
+
+    def to_xarray(self):
+        """An `xarray.Dataset` with coordinate `time` (and `t`, `tau`), one variable per metric.
+
+        Attributes record λ, the time convention, the solver, the result and the solver stats.
+        """
+        import xarray as xr
+
+        if np.ndim(self.ts) != 1:
+            raise ValueError("to_xarray() takes one run; for batches use gflow.sweep (or index a member)")
+        ts = np.asarray(self.ts)
+        coords = {"time": ts, "t": ("time", np.asarray(self.t)), "tau": ("time", np.asarray(self.tau))}
+        data = {name: ("time", np.asarray(v)) for name, v in self.metrics.items()}
+        attrs = {
+            "lam": float(self.lam),
+            "time_variable": "t (ODE time)" if self.time == "fast" else "tau = lam * t (slow time)",
+            "convention": "F_lam = F + (lam/2)*||m*theta||^2, dtheta/dt = -grad F_lam",
+            "solver": self.solver,
+            "result": self.message,
+            "t_final": float(self.t_final),
+        }
+        attrs.update({f"stats_{k}": int(v) for k, v in self.stats.items()})
+        return xr.Dataset(data, coords=coords, attrs=attrs)
