@@ -8,13 +8,15 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import optax
 
-from ._flow import observables, train_loss, tree_all_finite
+from ._flow import observables, train_loss, tree_all_finite, tree_norm
 from ._problem import Problem, ProblemError, _is_concrete
 from ._simulate import _param_dtype, _scalar, check_lam
 from ._solution import RESULTS, Trajectory
 
 
-def gd(problem: Problem, lam, lr, steps: int, *, save_every: int | None = None) -> Trajectory:
+def gd(
+    problem: Problem, lam, lr, steps: int, *, save_every: int | None = None, divergence_norm=None
+) -> Trajectory:
     r"""Full-batch gradient descent on F_λ, as the papers ran it.
 
     $$\theta_{k+1} = \theta_k - \eta\,(\nabla F(\theta_k) + \lambda\, m\odot\theta_k)$$
@@ -32,8 +34,9 @@ def gd(problem: Problem, lam, lr, steps: int, *, save_every: int | None = None) 
       at least 1); `steps` must be a multiple of it.
 
     **Returns:** a `Trajectory` over t = η·k, with `stats["num_vf_evals"]` = gradient
-    evaluations. If an iterate becomes non-finite the run stops there with
-    `RESULTS.diverged`: `final` is the last finite iterate and later metrics are NaN.
+    evaluations. If an iterate becomes non-finite or its norm exceeds `divergence_norm`
+    (default 1e8·(1 + ‖θ0‖), as for `simulate`) the run stops there with `RESULTS.diverged`:
+    `final` is the last iterate within bounds and later metrics are NaN.
     """
     if not isinstance(problem, Problem):
         raise ProblemError(f"gd needs a gflow.Problem, got {type(problem).__name__}")
@@ -51,11 +54,14 @@ def gd(problem: Problem, lam, lr, steps: int, *, save_every: int | None = None) 
     check_lam(lam)
     if _is_concrete(lr) and float(lr) <= 0:
         raise ProblemError(f"lr must be > 0, got {float(lr)}")
-    return _gd(problem, lam, lr, steps=steps, save_every=save_every)
+    if divergence_norm is None:
+        divergence_norm = 1e8 * (1.0 + tree_norm(problem.params))
+    divergence_norm = jnp.asarray(divergence_norm, dtype)
+    return _gd(problem, lam, lr, divergence_norm, steps=steps, save_every=save_every)
 
 
 @eqx.filter_jit
-def _gd(problem, lam, lr, *, steps, save_every):
+def _gd(problem, lam, lr, divergence_norm, *, steps, save_every):
     params, static = problem.split()
     mask = jtu.tree_unflatten(jtu.tree_structure(params), list(problem.decay_leaves))
     optimiser = optax.chain(optax.add_decayed_weights(lam, mask=mask), optax.sgd(lr))
@@ -65,8 +71,8 @@ def _gd(problem, lam, lr, *, steps, save_every):
         p, opt_state, alive, n_done = carry
         updates, new_state = optimiser.update(grad_fn(p, static, problem), opt_state, p)
         new_p = optax.apply_updates(p, updates)
-        # Keep the last finite iterate: once a step goes non-finite, freeze.
-        good = alive & tree_all_finite(new_p)
+        # Keep the last iterate within bounds: once a step leaves them, freeze.
+        good = alive & tree_all_finite(new_p) & (tree_norm(new_p) <= divergence_norm)
         p = jtu.tree_map(lambda a, b: jnp.where(good, a, b), new_p, p)
         opt_state = jtu.tree_map(lambda a, b: jnp.where(good, a, b), new_state, opt_state)
         return p, opt_state, good, n_done + good.astype(n_done.dtype)

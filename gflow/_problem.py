@@ -75,12 +75,20 @@ def _check_builtin_shapes(name, model, data, split):
             )
         if not jnp.issubdtype(y.dtype, jnp.integer):
             raise ProblemError(f"{split} data: cross_entropy labels must be integers, got {y.dtype}")
+        n_classes = out.shape[1]
+        if _is_concrete(y) and y.size and not bool(jnp.all((y >= 0) & (y < n_classes))):
+            raise ProblemError(
+                f"{split} data: cross_entropy labels must lie in [0, {n_classes}) for {n_classes} logits; "
+                "fix the labels or widen the model's output"
+            )
     elif name == "logistic":
         if out.shape != y.shape:
             raise ProblemError(
                 f"{split} data: logistic loss needs one scalar output per example, shape {y.shape}, "
                 f"but the model outputs {out.shape}"
             )
+        if _is_concrete(y) and not bool(jnp.all(jnp.abs(y) == 1)):
+            raise ProblemError(f"{split} data: logistic labels must be -1 or +1; map 0/1 labels with y = 2*y - 1")
 
 
 def _default_metrics(loss_name):

@@ -63,7 +63,7 @@ def _param_dtype(problem: Problem):
 def _scalar(name: str, value, dtype) -> jax.Array:
     arr = jnp.asarray(value)
     if arr.ndim != 0:
-        raise ProblemError(f"{name} must be a scalar, got shape {arr.shape}; to run many values use gflow.sweep")
+        raise ProblemError(f"{name} must be a scalar, got shape {arr.shape}; run one value per call (gflow.sweep is not there yet)")
     if _is_concrete(arr) and not bool(jnp.isfinite(arr)):
         raise ProblemError(f"{name} must be finite, got {value}")
     return arr.astype(dtype)
@@ -169,14 +169,6 @@ def simulate(
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ProblemError(f"max_steps must be a positive int, got {max_steps!r}")
 
-    stats_extra = {}
-    if solver == "auto":
-        if not (_is_concrete(lam) and _is_concrete(t1)):
-            raise ProblemError("solver='auto' needs concrete lam and t1; name a solver inside jit/vmap")
-        horizon = float(t1) / float(lam) if slow else float(t1)
-        solver, sharpness = choose_solver(problem, lam, horizon)
-        stats_extra["sharpness_estimate"] = jnp.asarray(sharpness, dtype)
-
     is64 = jnp.finfo(dtype).bits >= 64
     rtol = (1e-8 if is64 else 1e-5) if rtol is None else rtol
     atol = (1e-10 if is64 else 1e-7) if atol is None else atol
@@ -197,6 +189,14 @@ def simulate(
             if np.any(np.diff(s) < 0) or s[0] < 0 or s[-1] > float(t1):
                 raise ProblemError(f"saveat times must be increasing and lie in [0, t1={float(t1)}]")
 
+    stats_extra = {}
+    if solver == "auto":
+        if not (_is_concrete(lam) and _is_concrete(t1)):
+            raise ProblemError("solver='auto' needs concrete lam and t1; name a solver inside jit/vmap")
+        horizon = float(t1) / float(lam) if slow else float(t1)
+        solver, sharpness = choose_solver(problem, lam, horizon)
+        stats_extra["sharpness_estimate"] = jnp.asarray(sharpness, dtype)
+
     if divergence_norm is None:
         divergence_norm = 1e8 * (1.0 + tree_norm(problem.params))
     divergence_norm = jnp.asarray(divergence_norm, dtype)
@@ -208,6 +208,16 @@ def simulate(
     if stats_extra:
         traj = eqx.tree_at(lambda tr: tr.stats, traj, {**traj.stats, **stats_extra})
     return traj
+
+
+def _controller(solver: str, rtol, atol) -> diffrax.PIDController:
+    if solver == "kvaerno5":
+        # A proportional-integral controller stops Kvaerno5's step size from oscillating across
+        # its Newton convergence limit: on the demo, 1487 steps (327 rejected) instead of 3499
+        # (1715 rejected) with the default integral-only controller. Kvaerno3 gains nothing
+        # (2948 steps vs 2608), so it keeps the default.
+        return diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4)
+    return diffrax.PIDController(rtol=rtol, atol=atol)
 
 
 @eqx.filter_jit
@@ -239,7 +249,7 @@ def _simulate(problem, lam, t1, save_ts, divergence_norm, rtol, atol, *, solver,
         dt0=None,
         y0=params,
         saveat=saveat,
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        stepsize_controller=_controller(solver, rtol, atol),
         event=diffrax.Event(diverging),
         max_steps=max_steps,
         throw=False,

@@ -15,7 +15,7 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
 
     diverged = (
         "The parameters diverged (norm above the divergence bound, or inf/nan). The state returned "
-        "is the last finite one; reduce λ, t1 or the step size, or check the loss."
+        "is the last finite one; check that the loss is bounded below, or lower the step size (gd)."
     )
 
 
@@ -92,5 +92,5 @@ class Trajectory(eqx.Module):
             "result": self.message,
             "t_final": float(self.t_final),
         }
-        attrs.update({f"stats_{k}": int(v) for k, v in self.stats.items()})
+        attrs.update({f"stats_{k}": float(v) if np.issubdtype(np.asarray(v).dtype, np.inexact) else int(v) for k, v in self.stats.items()})
         return xr.Dataset(data, coords=coords, attrs=attrs)
