@@ -17,6 +17,12 @@ from ._simulate import (
     simulate as simulate,
 )
 from ._solution import RESULTS as RESULTS, Trajectory as Trajectory
+from ._sweep import (
+    SweepStoreError as SweepStoreError,
+    load_sweep as load_sweep,
+    log_range as log_range,
+    sweep as sweep,
+)
 
 
 try:

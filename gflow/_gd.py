@@ -10,7 +10,7 @@ import optax
 
 from ._flow import observables, train_loss, tree_all_finite, tree_norm
 from ._problem import Problem, ProblemError, _is_concrete
-from ._simulate import _param_dtype, _scalar, check_lam
+from ._simulate import _param_dtype, _scalar, check_lam, default_divergence_norm
 from ._solution import RESULTS, Trajectory
 
 
@@ -55,7 +55,7 @@ def gd(
     if _is_concrete(lr) and float(lr) <= 0:
         raise ProblemError(f"lr must be > 0, got {float(lr)}")
     if divergence_norm is None:
-        divergence_norm = 1e8 * (1.0 + tree_norm(problem.params))
+        divergence_norm = default_divergence_norm(problem)
     divergence_norm = jnp.asarray(divergence_norm, dtype)
     return _gd(problem, lam, lr, divergence_norm, steps=steps, save_every=save_every)
 

@@ -110,6 +110,46 @@ def choose_solver(problem: Problem, lam, horizon) -> tuple[str, float]:
     return "tsit5", sharp
 
 
+def check_options(time: str, solver: str, max_steps: int) -> None:
+    if time not in ("fast", "slow"):
+        raise ProblemError(f"time must be 'fast' (ODE time t) or 'slow' (tau = lam*t), got {time!r}")
+    if not isinstance(solver, str) or solver not in SOLVER_NAMES:
+        raise ProblemError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ProblemError(f"max_steps must be a positive int, got {max_steps!r}")
+
+
+def default_tolerances(dtype, rtol, atol) -> tuple[jax.Array, jax.Array]:
+    """(rtol, atol) as arrays of `dtype`: 1e-8/1e-10 in float64, 1e-5/1e-7 in float32 by default."""
+    is64 = jnp.finfo(dtype).bits >= 64
+    rtol = (1e-8 if is64 else 1e-5) if rtol is None else rtol
+    atol = (1e-10 if is64 else 1e-7) if atol is None else atol
+    return jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype)
+
+
+def save_spec(saveat, dtype, t1=None) -> tuple[int | None, jax.Array | None]:
+    """`saveat` as (number of log-spaced save times, None) or (None, explicit times)."""
+    if saveat is None:
+        return DEFAULT_NUM_SAVES, None
+    if isinstance(saveat, int):
+        if saveat < 2:
+            raise ProblemError(f"saveat as an int is the number of save times and must be >= 2, got {saveat}")
+        return saveat, None
+    save_ts = jnp.asarray(saveat, dtype)
+    if save_ts.ndim != 1 or save_ts.size < 1:
+        raise ProblemError("saveat must be None, an int, or a 1-D array of times")
+    if _is_concrete(save_ts) and t1 is not None and _is_concrete(t1):
+        s = np.asarray(save_ts)
+        if np.any(np.diff(s) < 0) or s[0] < 0 or s[-1] > float(np.max(t1)):
+            raise ProblemError(f"saveat times must be increasing and lie in [0, t1={float(np.max(t1))}]")
+    return None, save_ts
+
+
+def default_divergence_norm(problem: Problem) -> jax.Array:
+    """1e8·(1 + ‖θ0‖): far beyond any bounded flow (with F ≥ 0 and λ > 0, ‖θ‖² ≤ 2F_λ(θ0)/λ)."""
+    return 1e8 * (1.0 + tree_norm(problem.params))
+
+
 def simulate(
     problem: Problem,
     lam,
@@ -122,6 +162,7 @@ def simulate(
     max_steps: int = 200_000,
     time: str = "fast",
     divergence_norm=None,
+    save_params: bool = False,
 ) -> Trajectory:
     r"""Integrate the gradient flow with weight decay of `problem` up to `t1`.
 
@@ -147,16 +188,15 @@ def simulate(
     - `max_steps`: step budget; reaching it returns `RESULTS.max_steps_reached`.
     - `divergence_norm`: stop with `RESULTS.diverged` when ‖θ‖ exceeds this (default
       1e8·(1 + ‖θ0‖)) or θ stops being finite.
+    - `save_params`: also return θ at every save time (`Trajectory.params`); off by default,
+      since observables are usually all one needs and parameters can be large.
 
     **Returns:** a `gflow.Trajectory`. Failures never raise from inside the solve: the result
     code says what happened and `final` holds the last finite state.
     """
     if not isinstance(problem, Problem):
         raise ProblemError(f"simulate needs a gflow.Problem, got {type(problem).__name__}")
-    if time not in ("fast", "slow"):
-        raise ProblemError(f"time must be 'fast' (ODE time t) or 'slow' (tau = lam*t), got {time!r}")
-    if not isinstance(solver, str) or solver not in SOLVER_NAMES:
-        raise ProblemError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
+    check_options(time, solver, max_steps)
     dtype = _param_dtype(problem)
     lam = _scalar("lam", lam, dtype)
     t1 = _scalar("t1", t1, dtype)
@@ -166,28 +206,8 @@ def simulate(
     slow = time == "slow"
     if slow and _is_concrete(lam) and float(lam) == 0:
         raise ProblemError("time='slow' rescales by tau = lam*t and needs lam > 0; use time='fast' for lam = 0")
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ProblemError(f"max_steps must be a positive int, got {max_steps!r}")
-
-    is64 = jnp.finfo(dtype).bits >= 64
-    rtol = (1e-8 if is64 else 1e-5) if rtol is None else rtol
-    atol = (1e-10 if is64 else 1e-7) if atol is None else atol
-
-    num_saves, save_ts = None, None
-    if saveat is None:
-        num_saves = DEFAULT_NUM_SAVES
-    elif isinstance(saveat, int):
-        num_saves = saveat
-        if num_saves < 2:
-            raise ProblemError(f"saveat as an int is the number of save times and must be >= 2, got {saveat}")
-    else:
-        save_ts = jnp.asarray(saveat, dtype)
-        if save_ts.ndim != 1 or save_ts.size < 1:
-            raise ProblemError("saveat must be None, an int, or a 1-D array of times")
-        if _is_concrete(save_ts) and _is_concrete(t1):
-            s = np.asarray(save_ts)
-            if np.any(np.diff(s) < 0) or s[0] < 0 or s[-1] > float(t1):
-                raise ProblemError(f"saveat times must be increasing and lie in [0, t1={float(t1)}]")
+    rtol, atol = default_tolerances(dtype, rtol, atol)
+    num_saves, save_ts = save_spec(saveat, dtype, t1)
 
     stats_extra = {}
     if solver == "auto":
@@ -198,12 +218,12 @@ def simulate(
         stats_extra["sharpness_estimate"] = jnp.asarray(sharpness, dtype)
 
     if divergence_norm is None:
-        divergence_norm = 1e8 * (1.0 + tree_norm(problem.params))
+        divergence_norm = default_divergence_norm(problem)
     divergence_norm = jnp.asarray(divergence_norm, dtype)
 
     traj = _simulate(
-        problem, lam, t1, save_ts, divergence_norm, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype),
-        solver=solver, num_saves=num_saves, max_steps=max_steps, slow=slow,
+        problem, lam, t1, save_ts, divergence_norm, rtol, atol,
+        solver=solver, num_saves=num_saves, max_steps=max_steps, slow=slow, save_params=bool(save_params),
     )
     if stats_extra:
         traj = eqx.tree_at(lambda tr: tr.stats, traj, {**traj.stats, **stats_extra})
@@ -221,7 +241,9 @@ def _controller(solver: str, rtol, atol) -> diffrax.PIDController:
 
 
 @eqx.filter_jit
-def _simulate(problem, lam, t1, save_ts, divergence_norm, rtol, atol, *, solver, num_saves, max_steps, slow):
+def _simulate(
+    problem, lam, t1, save_ts, divergence_norm, rtol, atol, *, solver, num_saves, max_steps, slow, save_params
+):
     solver_cls, evals_per_step = _SOLVERS[solver]
     params, static = problem.split()
     if save_ts is None:
@@ -240,13 +262,22 @@ def _simulate(problem, lam, t1, save_ts, divergence_norm, rtol, atol, *, solver,
         del t, args, kwargs
         return jnp.logical_not(tree_all_finite(y)) | (tree_norm(y) > divergence_norm)
 
-    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=save_ts, fn=observe), diffrax.SubSaveAt(t1=True)])
+    subs = [diffrax.SubSaveAt(ts=save_ts, fn=observe), diffrax.SubSaveAt(t1=True)]
+    if save_params:
+        subs.append(diffrax.SubSaveAt(ts=save_ts))
+    saveat = diffrax.SaveAt(subs=subs)
+    # Initial step: the time for θ to move by 0.1% of (1 + ‖θ0‖). Diffrax's own choice
+    # (dt0=None) extrapolates with a second evaluation that can overflow on stiff polynomial
+    # models in slow time, returning dt0 = 0 and a solve that never advances.
+    speed = tree_norm(field(t1, params, None))
+    tiny = jnp.finfo(t1.dtype).tiny
+    dt0 = jnp.minimum(t1, 1e-3 * (1.0 + tree_norm(params)) / jnp.maximum(speed, tiny))
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field),
         solver_cls(),
         t0=jnp.zeros((), t1.dtype),
         t1=t1,
-        dt0=None,
+        dt0=dt0,
         y0=params,
         saveat=saveat,
         stepsize_controller=_controller(solver, rtol, atol),
@@ -254,9 +285,14 @@ def _simulate(problem, lam, t1, save_ts, divergence_norm, rtol, atol, *, solver,
         max_steps=max_steps,
         throw=False,
     )
-    saved_ts, final_ts = sol.ts
-    observed, final_params = sol.ys
+    saved_ts, final_ts = sol.ts[:2]
+    observed, final_params = sol.ys[:2]
     reached = jnp.isfinite(saved_ts)
+    saved_params = None
+    if save_params:
+        saved_params = jtu.tree_map(
+            lambda x: jnp.where(reached.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan), sol.ys[2]
+        )
     metrics = {k: jnp.where(reached, v, jnp.nan) for k, v in observed.items()}
     final = eqx.combine(jtu.tree_map(lambda x: x[0], final_params), static)
 
@@ -271,8 +307,8 @@ def _simulate(problem, lam, t1, save_ts, divergence_norm, rtol, atol, *, solver,
         "max_steps": jnp.asarray(max_steps),
     }
     if evals_per_step is not None:
-        # FSAL Runge–Kutta: two evaluations pick the first step size (the one at t0 is reused),
-        # then `evals_per_step` new stages per attempted step (rejected ones included).
+        # One evaluation picks dt0, one starts the FSAL Runge–Kutta method, then
+        # `evals_per_step` new stages per attempted step (rejected ones included).
         stats["num_vf_evals"] = 2 + evals_per_step * sol.stats["num_steps"]
     return Trajectory(
         ts=save_ts,
@@ -284,5 +320,6 @@ def _simulate(problem, lam, t1, save_ts, divergence_norm, rtol, atol, *, solver,
         lam=lam,
         time="slow" if slow else "fast",
         solver=solver,
+        params=saved_params,
     )
 

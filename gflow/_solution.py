@@ -37,6 +37,9 @@ class Trajectory(eqx.Module):
       points excluded).
     - `result`: a `RESULTS` code; `.message` reads it.
     - `lam`: λ. `time`: "fast" or "slow". `solver`: the method's name.
+    - `params`: with `save_params=True`, the model's parameters at every save time (a pytree
+      like the model's floating-point arrays, each with a leading time axis; NaN after
+      `t_final`); otherwise None.
     """
 
     ts: jax.Array
@@ -48,6 +51,7 @@ class Trajectory(eqx.Module):
     lam: jax.Array
     time: str = eqx.field(static=True)
     solver: str = eqx.field(static=True)
+    params: Any = None
 
     @property
     def t(self) -> jax.Array:

@@ -70,3 +70,45 @@ def plot_trajectory(traj: Trajectory, *, phases: PhaseTimes | None = None, title
     ax_loss.legend(handles, labels, loc="lower left", fontsize=9)
     fig.suptitle(title or f"gradient flow with weight decay λ = {lam:g} ({traj.solver})")
     return fig
+
+
+def plot_sweep(ds, *, metric: str = "test_loss", alpha=None, title: str | None = None, fig=None):
+    """A metric against slow time τ = λt (log scale), one line per λ: the collapse plot.
+
+    Lines are the median over seeds, with the seed range shaded. With an α axis, `alpha`
+    picks the init scale (default: the first). Returns the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if metric not in ds:
+        names = ", ".join(k for k in ds.data_vars if "time" in ds[k].dims)
+        raise ValueError(f"unknown metric {metric!r}; this sweep has {names}")
+    if "alpha" in ds.dims:
+        ds = ds.sel(alpha=ds["alpha"].values[0] if alpha is None else alpha)
+    if fig is None:
+        fig = plt.figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    colors = plt.cm.viridis(np.linspace(0, 0.9, ds.sizes["lam"]))
+    for color, lam in zip(colors, ds["lam"].values):
+        member = ds.sel(lam=lam)
+        tau = np.asarray(member["tau"])
+        if tau.ndim > 1:
+            tau = tau.reshape(-1, tau.shape[-1])[0]
+        values = np.asarray(member[metric]).reshape(-1, tau.size)  # (seeds, time)
+        keep = tau > 0
+        with np.errstate(all="ignore"):
+            mid = np.nanmedian(values, axis=0)
+            lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+        ax.plot(tau[keep], mid[keep], color=color, label=f"λ = {lam:.3g}")
+        if values.shape[0] > 1:
+            ax.fill_between(tau[keep], lo[keep], hi[keep], color=color, alpha=0.2, lw=0)
+    ax.set_xscale("log")
+    if "accuracy" not in metric:
+        ax.set_yscale("log")
+    ax.set_xlabel("τ = λt (slow time, log scale)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(True, alpha=0.3)
+    n_seeds = ds.sizes.get("seed", 1)
+    ax.legend(title=f"median of {n_seeds} seed{'s' if n_seeds > 1 else ''}", fontsize=9)
+    fig.suptitle(title or f"{metric.replace('_', ' ')} against slow time, one line per λ")
+    return fig
