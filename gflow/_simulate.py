@@ -12,23 +12,51 @@ import numpy as np
 
 from ._flow import observables, tree_all_finite, tree_norm, vector_field
 from ._problem import Problem, ProblemError, _is_concrete
+from ._rosenbrock import (
+    COUNT_KEYS,
+    CountingController,
+    ExactJacobian,
+    GaussNewton,
+    Ros34PW2,
+    gradient_equivalents,
+    has_gauss_newton,
+    num_outputs,
+)
 from ._solution import RESULTS, Trajectory
 
 
 # Name -> (diffrax solver class, new vector-field evaluations per attempted step, or None when
-# the count is not fixed: the implicit solvers' Newton iterations happen inside Diffrax).
+# the count is not fixed: the implicit solvers' Newton iterations happen inside Diffrax, and the
+# Rosenbrock-W solvers count their own work exactly, see `_rosenbrock.CountingController`).
+# Every class builds with no arguments; `make_solver` gives the Rosenbrock ones the problem.
 _SOLVERS: dict[str, tuple[type, int | None]] = {
     "tsit5": (diffrax.Tsit5, 6),
     "dopri5": (diffrax.Dopri5, 6),
     "kvaerno3": (diffrax.Kvaerno3, None),
     "kvaerno5": (diffrax.Kvaerno5, None),
+    "ros34pw2": (Ros34PW2, None),
+    "ros34pw2_krylov": (Ros34PW2, None),
 }
 SOLVER_NAMES = (*_SOLVERS, "auto")
 
-# `solver="auto"`: a dense-Jacobian stiff method pays off when the explicit step count,
-# about sharpness × horizon / 3, is large and a d×d Jacobian is cheap to factor.
+# How each Rosenbrock-W name solves with its W-matrix: "auto" (`choose_w_matrix`) or "krylov"
+# (always matrix-free conjugate gradients).
+_W_MODES = {"ros34pw2": "auto", "ros34pw2_krylov": "krylov"}
+
+# `solver="auto"`: explicit Tsit5 needs about stiffness/3 steps, where
+# stiffness = (sharpness(θ0) + λ) × horizon; ROS34PW2 needs a number of steps that hardly
+# depends on it (see benchmarks/README.md, "Long horizons"), so it wins once stiffness exceeds
+# AUTO_STIFFNESS.
+AUTO_STIFFNESS = 2e3
+# Kept for callers that read it; ROS34PW2 forms no d × d matrix above AUTO_MAX_DENSE_PARAMS.
 AUTO_MAX_DENSE_PARAMS = 500
-AUTO_STIFFNESS = 2e4
+
+# W-matrix choice for "ros34pw2" (`choose_w_matrix`): the Woodbury path costs N vector–Jacobian
+# products, O(N²d) to form I + BD⁻¹Bᵀ and O(N³) to factor it per step, and holds N × d and N × N
+# arrays; above these sizes the matrix-free CG path is cheaper. A dense d × d exact Jacobian is
+# formed only for d ≤ AUTO_MAX_DENSE_PARAMS.
+AUTO_MAX_WOODBURY_OUTPUTS = 1500
+AUTO_MAX_WOODBURY_WORK = 2e9  # N²·d
 
 DEFAULT_NUM_SAVES = 200
 
@@ -99,15 +127,44 @@ def _top_hessian_eigenvalue(problem: Problem, iters: int = 30) -> jax.Array:
 def choose_solver(problem: Problem, lam, horizon) -> tuple[str, float]:
     """The `solver="auto"` rule. Returns (name, estimated sharpness).
 
-    Kvaerno5 (stiff, dense Jacobian) when the problem has at most `AUTO_MAX_DENSE_PARAMS`
-    parameters and the stiffness ratio (sharpness(θ0) + λ) × horizon exceeds `AUTO_STIFFNESS`;
-    Tsit5 otherwise. `horizon` is the final ODE time t1 (τ1/λ in slow time).
+    `ros34pw2` (Rosenbrock-W, stiff, no d × d matrix beyond `AUTO_MAX_DENSE_PARAMS`) when the
+    stiffness ratio (sharpness(θ0) + λ) × horizon exceeds `AUTO_STIFFNESS`; `tsit5` otherwise.
+    `horizon` is the final ODE time t1 (τ1/λ in slow time).
     """
     sharp = float(_top_hessian_eigenvalue(problem))
     stiffness = (sharp + float(lam)) * float(horizon)
-    if count_params(problem.model) <= AUTO_MAX_DENSE_PARAMS and stiffness > AUTO_STIFFNESS:
-        return "kvaerno5", sharp
+    if stiffness > AUTO_STIFFNESS:
+        return "ros34pw2", sharp
     return "tsit5", sharp
+
+
+def choose_w_matrix(problem: Problem, lam, slow: bool, mode: str = "auto"):
+    """The W-matrix of a Rosenbrock-W solve (`_rosenbrock.AbstractWMatrix`).
+
+    With a Gauss–Newton structure (residuals, cross-entropy, logistic), N outputs and d
+    parameters: Woodbury when N ≤ `AUTO_MAX_WOODBURY_OUTPUTS` and N²d ≤ `AUTO_MAX_WOODBURY_WORK`;
+    else the dense exact Jacobian when d ≤ `AUTO_MAX_DENSE_PARAMS` and d ≤ N; else matrix-free
+    CG. Without one (a custom scalar loss): the dense exact Jacobian when d ≤
+    `AUTO_MAX_DENSE_PARAMS`, else CG on Hessian–vector products. `mode="krylov"` always takes
+    the matrix-free path.
+    """
+    d = count_params(problem.model)
+    if has_gauss_newton(problem):
+        n = num_outputs(problem)
+        woodbury = mode == "auto" and n <= AUTO_MAX_WOODBURY_OUTPUTS and float(n) ** 2 * d <= AUTO_MAX_WOODBURY_WORK
+        if mode == "auto" and not woodbury and d <= min(n, AUTO_MAX_DENSE_PARAMS):
+            return ExactJacobian(dense=True)
+        static = problem.split()[1]
+        return GaussNewton(problem, static, lam, slow=slow, woodbury=woodbury)
+    return ExactJacobian(dense=mode == "auto" and d <= AUTO_MAX_DENSE_PARAMS)
+
+
+def make_solver(solver: str, problem: Problem, lam, slow: bool, rtol, atol):
+    """The Diffrax solver object for a name of `_SOLVERS`, given the problem it will solve."""
+    cls, _ = _SOLVERS[solver]
+    if cls is Ros34PW2:
+        return Ros34PW2(choose_w_matrix(problem, lam, slow, _W_MODES[solver]), rtol=rtol, atol=atol)
+    return cls()
 
 
 def check_options(time: str, solver: str, max_steps: int) -> None:
@@ -163,6 +220,7 @@ def simulate(
     time: str = "fast",
     divergence_norm=None,
     save_params: bool = False,
+    progress: bool = False,
 ) -> Trajectory:
     r"""Integrate the gradient flow with weight decay of `problem` up to `t1`.
 
@@ -190,6 +248,7 @@ def simulate(
       1e8·(1 + ‖θ0‖)) or θ stops being finite.
     - `save_params`: also return θ at every save time (`Trajectory.params`); off by default,
       since observables are usually all one needs and parameters can be large.
+    - `progress`: show a tqdm progress bar over time (Diffrax's `TqdmProgressMeter`).
 
     **Returns:** a `gflow.Trajectory`. Failures never raise from inside the solve: the result
     code says what happened and `final` holds the last finite state.
@@ -224,27 +283,33 @@ def simulate(
     traj = _simulate(
         problem, lam, t1, save_ts, divergence_norm, rtol, atol,
         solver=solver, num_saves=num_saves, max_steps=max_steps, slow=slow, save_params=bool(save_params),
+        progress=bool(progress),
     )
     if stats_extra:
         traj = eqx.tree_at(lambda tr: tr.stats, traj, {**traj.stats, **stats_extra})
     return traj
 
 
-def _controller(solver: str, rtol, atol) -> diffrax.PIDController:
+def _controller(solver: str, rtol, atol):
     if solver == "kvaerno5":
         # A proportional-integral controller stops Kvaerno5's step size from oscillating across
         # its Newton convergence limit: on the demo, 1487 steps (327 rejected) instead of 3499
         # (1715 rejected) with the default integral-only controller. Kvaerno3 gains nothing
         # (2948 steps vs 2608), so it keeps the default.
         return diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4)
+    if solver in _W_MODES:
+        # The Rosenbrock-W steps report their evaluation counts next to the error estimate.
+        return CountingController(diffrax.PIDController(rtol=rtol, atol=atol))
     return diffrax.PIDController(rtol=rtol, atol=atol)
 
 
 @eqx.filter_jit
 def _simulate(
-    problem, lam, t1, save_ts, divergence_norm, rtol, atol, *, solver, num_saves, max_steps, slow, save_params
+    problem, lam, t1, save_ts, divergence_norm, rtol, atol, *, solver, num_saves, max_steps, slow, save_params,
+    progress=False,
 ):
-    solver_cls, evals_per_step = _SOLVERS[solver]
+    _, evals_per_step = _SOLVERS[solver]
+    counted = solver in _W_MODES
     params, static = problem.split()
     if save_ts is None:
         t_min = jnp.minimum(1e-2 * lam, t1 * 1e-3) if slow else None
@@ -265,7 +330,7 @@ def _simulate(
     subs = [diffrax.SubSaveAt(ts=save_ts, fn=observe), diffrax.SubSaveAt(t1=True)]
     if save_params:
         subs.append(diffrax.SubSaveAt(ts=save_ts))
-    saveat = diffrax.SaveAt(subs=subs)
+    saveat = diffrax.SaveAt(subs=subs, controller_state=counted)
     # Initial step: the time for θ to move by 0.1% of (1 + ‖θ0‖). Diffrax's own choice
     # (dt0=None) extrapolates with a second evaluation that can overflow on stiff polynomial
     # models in slow time, returning dt0 = 0 and a solve that never advances.
@@ -274,7 +339,7 @@ def _simulate(
     dt0 = jnp.minimum(t1, 1e-3 * (1.0 + tree_norm(params)) / jnp.maximum(speed, tiny))
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field),
-        solver_cls(),
+        make_solver(solver, problem, lam, slow, rtol, atol),
         t0=jnp.zeros((), t1.dtype),
         t1=t1,
         dt0=dt0,
@@ -284,6 +349,7 @@ def _simulate(
         event=diffrax.Event(diverging),
         max_steps=max_steps,
         throw=False,
+        progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
     )
     saved_ts, final_ts = sol.ts[:2]
     observed, final_params = sol.ys[:2]
@@ -310,6 +376,13 @@ def _simulate(
         # One evaluation picks dt0, one starts the FSAL Runge–Kutta method, then
         # `evals_per_step` new stages per attempted step (rejected ones included).
         stats["num_vf_evals"] = 2 + evals_per_step * sol.stats["num_steps"]
+    if counted:
+        # Exact counts from the controller (rejected steps included), plus the evaluation that
+        # picks dt0 and the solver's first f(θ0).
+        counts = sol.controller_state[1]
+        stats.update({k: counts[k] + (2 if k == "num_vf_evals" else 0) for k in COUNT_KEYS})
+    if "num_vf_evals" in stats:
+        stats["num_gradient_equivalents"] = gradient_equivalents(stats)
     return Trajectory(
         ts=save_ts,
         metrics=metrics,

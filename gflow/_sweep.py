@@ -71,6 +71,9 @@ def _grid_values(name, values, *, positive=False, integer=False) -> np.ndarray:
 
 
 def _takes_alpha(make_problem) -> bool:
+    flag = getattr(make_problem, "takes_alpha", None)
+    if isinstance(flag, bool):
+        return flag
     try:
         params = [
             p for p in inspect.signature(make_problem).parameters.values()
@@ -310,6 +313,7 @@ def sweep(
         "seed": seed_values,
         "alpha": alpha_values if has_alpha else None,
         "t1": m_t1,
+        "t1_per_member": per_member_t1,
         "time": time,
         "solver": chosen,
         "saveat": None if save_ts is None else np.asarray(save_ts),
@@ -424,11 +428,12 @@ def _to_grid(flat, lam_values, seed_values, alpha_values, slow, per_member_t1):
     return ds
 
 
-def load_sweep(store):
-    """Read back the chunks of a sweep store as the flat per-member Dataset plus its config.
+def load_sweep(store, *, partial: bool = False):
+    """Read a sweep store back without computing anything.
 
-    Use it to inspect a store, e.g. while a long sweep runs; `sweep(...)` with the same
-    arguments and store returns the assembled grid without recomputing finished chunks.
+    A finished store gives the same `(lam, seed[, alpha], time)` Dataset that `sweep` returned.
+    With `partial=True` (e.g. while a long sweep still runs) it gives the finished members only,
+    as a flat Dataset over `member` (members are numbered lam-major, then seed, then alpha).
     """
     import xarray as xr
 
@@ -438,8 +443,20 @@ def load_sweep(store):
         raise SweepStoreError(f"{path} is not a gflow sweep store (no config.json)")
     config = json.loads(cfg_file.read_text())
     parts = sorted(p for p in path.glob("chunk-*.zarr") if p.with_suffix(".done").exists())
-    if not parts:
-        raise SweepStoreError(f"sweep store {path} has no finished chunks yet")
+    n_members = len(config["lam"]) * len(config["seed"]) * (len(config["alpha"]) if config["alpha"] else 1)
+    n_chunks = int(math.ceil(n_members / config["chunk_size"]))
+    if not parts or (len(parts) < n_chunks and not partial):
+        raise SweepStoreError(
+            f"sweep store {path} has {len(parts)} of {n_chunks} chunks finished; rerun the sweep to finish it, "
+            "or pass partial=True"
+        )
     flat = xr.concat([xr.open_zarr(p, consolidated=False).load() for p in parts], dim="member")
-    flat.attrs["config"] = json.dumps(config)
-    return flat
+    if partial:
+        flat.attrs["config"] = json.dumps(config)
+        return flat
+    alpha = None if config["alpha"] is None else np.asarray(config["alpha"])
+    per_member_t1 = config["t1_per_member"]
+    out = _to_grid(flat, np.asarray(config["lam"]), np.asarray(config["seed"]), alpha, config["time"] == "slow",
+                   per_member_t1)
+    out.attrs.update({"config": json.dumps(config, sort_keys=True), "solver": config["solver"]})
+    return out

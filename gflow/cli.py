@@ -1,15 +1,24 @@
-"""The `gflow` command line. Runs in float64."""
+"""The `gflow` command line: list, run, sweep, plot, demo. Runs in float64.
+
+User errors (unknown experiment, config key or value, output folder problems) print one line
+naming the valid choices and exit with code 2, without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime
 import pathlib
+import shutil
 import sys
 
 
-def _fresh_run_dir(out: str | None, name: str) -> pathlib.Path:
-    """The run folder: `out` if given (must be empty or absent), else a new timestamped one."""
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _run_dir(out: str | None, name: str, *, overwrite: bool = False) -> pathlib.Path:
+    """The run folder: `out` if given (absent or empty, or `overwrite`), else a new timestamped one."""
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = pathlib.Path("gflow-runs") / f"{name}-{stamp}"
@@ -18,60 +27,105 @@ def _fresh_run_dir(out: str | None, name: str) -> pathlib.Path:
             path, i = base.with_name(f"{base.name}-{i}"), i + 1
     else:
         path = pathlib.Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise CliError(f"output folder {path} exists and is not empty; choose a new --out (runs are never overwritten)")
+        if path.exists() and not path.is_dir():
+            raise CliError(f"output path {path} is a file; choose a folder with --out")
+        if path.exists() and any(path.iterdir()):
+            if not overwrite:
+                raise CliError(
+                    f"output folder {path} exists and is not empty; choose a new --out (or --overwrite to replace it)"
+                )
+            shutil.rmtree(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".gflow-write-test"
+        probe.write_text("")
+        probe.unlink()
     except OSError as err:
-        raise CliError(f"cannot create output folder {path}: {err.strerror}; choose another --out") from None
+        raise CliError(f"cannot write to output folder {path}: {err.strerror}; choose another --out") from None
     return path
 
 
-class CliError(Exception):
-    """A user error: printed as one line, exit code 2."""
+def _cmd_list(args) -> int:
+    from .experiments import EXPERIMENTS
+
+    rows = [(e.name, f"{e.paper}, {e.figure}", e.runtime, e.description) for e in EXPERIMENTS.values()]
+    widths = [max(len(r[i]) for r in rows + [("EXPERIMENT", "PAPER, FIGURE", "QUICK", "")]) for i in range(3)]
+    print(f"{'EXPERIMENT':<{widths[0]}}  {'PAPER, FIGURE':<{widths[1]}}  {'QUICK':<{widths[2]}}  DESCRIPTION")
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+    print("\nQUICK = wall time at the default (quick) size on a 2-core CPU, compilation included. "
+          "Run one with: gflow run NAME [--set run.lam=1e-3] [--full]")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from ._runner import run_config
+    from .experiments import resolve_config
+
+    cfg = resolve_config(args.experiment, overrides=args.set or (), full=args.full)
+    out = _run_dir(args.out, cfg["experiment"], overwrite=args.overwrite)
+    run_config(cfg, out, progress=not args.quiet)
+    return 0
 
 
 def _cmd_demo(args) -> int:
-    from ._demo import run_demo
+    from ._runner import run_config
+    from .experiments import resolve_config
 
-    out = _fresh_run_dir(args.out, "demo")
-    run_demo(out, smoke=args.smoke, solver=args.solver)
+    overrides = ["run.saves=80"] if args.smoke else []
+    if args.solver:
+        overrides.append(f"run.solver={args.solver}")
+    cfg = resolve_config("diagonal_squares", overrides=overrides)
+    out = _run_dir(args.out, "demo")
+    print("gflow demo: a diagonal linear network that groks (the 'diagonal_squares' experiment)")
+    run_config(cfg, out, progress=not args.quiet)
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from ._runner import plot_run
+
+    path = pathlib.Path(args.run_dir)
+    if not path.is_dir():
+        raise CliError(f"run folder {path} not found; give a folder written by gflow run, sweep or demo")
+    for png in plot_run(path):
+        print(f"wrote {png}")
     return 0
 
 
 def _cmd_sweep(args) -> int:
     import numpy as np
 
-    from . import _problem, _sweep
+    from . import _sweep
     from .experiments import get_experiment
     from .plot import plot_sweep
 
+    exp = get_experiment(args.experiment)
+    lam = _sweep.log_range(args.lam) if args.lam else np.geomspace(exp.sweep_lam[0], exp.sweep_lam[-1], 3)
+    alpha = None
+    if exp.sweep_alpha is not None:
+        alpha = _sweep.log_range(args.alpha) if args.alpha else np.asarray(exp.sweep_alpha)
+    elif args.alpha:
+        raise CliError(f"experiment {exp.name} has no init-scale axis; drop --alpha")
+    if args.seeds < 1:
+        raise CliError("--seeds must be at least 1")
+    tau1 = exp.tau1 if args.tau1 is None else args.tau1
+    out = pathlib.Path(args.out)
+    store = out / "store"
+    if out.exists() and not (store / "config.json").exists() and any(out.iterdir()):
+        raise CliError(f"output folder {out} exists and holds no sweep store; choose a new --out")
     try:
-        exp = get_experiment(args.experiment)
-        lam = _sweep.log_range(args.lam) if args.lam else np.geomspace(exp.lam[0], exp.lam[-1], 3)
-        alpha = None
-        if exp.alpha is not None:
-            alpha = _sweep.log_range(args.alpha) if args.alpha else np.asarray(exp.alpha)
-        elif args.alpha:
-            raise CliError(f"experiment {exp.name} has no init-scale axis; drop --alpha")
-        if args.seeds < 1:
-            raise CliError("--seeds must be at least 1")
-        tau1 = exp.tau1 if args.tau1 is None else args.tau1
-        out = pathlib.Path(args.out)
-        store = out / "store"
-        if out.exists() and not (store / "config.json").exists() and any(out.iterdir()):
-            raise CliError(f"output folder {out} exists and holds no sweep store; choose a new --out")
         out.mkdir(parents=True, exist_ok=True)
-        print(f"gflow sweep {exp.name}: {exp.description}")
-        print(f"  lam = {', '.join(f'{v:.3g}' for v in lam)}; seeds 0..{args.seeds - 1}"
-              + (f"; alpha = {', '.join(f'{v:.3g}' for v in alpha)}" if alpha is not None else "")
-              + f"; tau1 = {tau1:g}")
-        ds = _sweep.sweep(
-            exp.make_problem, lam=lam, seed=np.arange(args.seeds), alpha=alpha, t1=tau1, time="slow",
-            solver=args.solver, chunk_size=args.chunk_size, store=store, progress=not args.quiet,
-        )
-    except (_problem.ProblemError, _sweep.SweepStoreError) as err:
-        raise CliError(str(err)) from None
+    except OSError as err:
+        raise CliError(f"cannot create output folder {out}: {err.strerror}; choose another --out") from None
+    print(f"gflow sweep {exp.name}: {exp.description}")
+    print(f"  lam = {', '.join(f'{v:.3g}' for v in lam)}; seeds 0..{args.seeds - 1}"
+          + (f"; alpha = {', '.join(f'{v:.3g}' for v in alpha)}" if alpha is not None else "")
+          + f"; tau1 = {tau1:g}")
+    ds = _sweep.sweep(
+        exp.make_problem(full=args.full), lam=lam, seed=np.arange(args.seeds), alpha=alpha, t1=tau1, time="slow",
+        solver=args.solver, chunk_size=args.chunk_size, store=store, progress=not args.quiet,
+    )
     fig = plot_sweep(ds, metric=args.metric or exp.metric, title=f"gflow sweep {exp.name}: collapse in slow time")
     png = out / "sweep.png"
     fig.savefig(png, dpi=110)
@@ -84,24 +138,39 @@ def _cmd_sweep(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from ._simulate import SOLVER_NAMES
+    from .experiments import EXPERIMENTS
 
+    names = ", ".join(EXPERIMENTS)
     parser = argparse.ArgumentParser(
         prog="gflow",
-        description="Gradient flow with weight decay (dθ/dt = −∇F(θ) − λθ) as an ODE, for the study of grokking.",
+        description="Gradient flow with weight decay, dθ/dt = −∇F(θ) − λθ, integrated as an ODE, for the study "
+        "of grokking. Time t is ODE time; τ = λt is slow time.",
+        epilog="Start with 'gflow demo', then 'gflow list' and 'gflow run NAME'. Each command has --help.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = sub.add_parser(
-        "demo",
-        help="run the built-in grokking experiment and write a figure and its data",
-        description="Integrate a diagonal linear network that groks (test loss plateaus, then falls at "
-        "t ≈ ln(α)/λ), print a summary, and write trajectory.png and trajectory.nc to a new run folder.",
-    )
-    demo.add_argument("--out", help="output folder (default: a new gflow-runs/demo-<timestamp>)")
-    demo.add_argument("--solver", default="auto", choices=SOLVER_NAMES, help="ODE solver (default: auto)")
-    demo.add_argument("--smoke", action="store_true", help="fewer save points, for a quick check")
-    demo.set_defaults(func=_cmd_demo)
 
-    sweep = sub.add_parser(
+    p = sub.add_parser("list", help="list the experiments (paper, figure, quick runtime)",
+                       description="List the named experiments with their paper, figure, expected runtime at the "
+                       "quick size, and a one-line description.")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser(
+        "run",
+        help="run one experiment (a name or a config .toml) into a run folder",
+        description="Run EXPERIMENT (a name from 'gflow list', or a config .toml with experiment = NAME and "
+        "[task]/[run] tables) and write a run folder: config.toml (the resolved config: rerun it with "
+        "'gflow run FOLDER/config.toml'), trajectory.nc, final.eqx, trajectory.png, summary.md, metadata.json.",
+    )
+    p.add_argument("experiment", metavar="EXPERIMENT|CONFIG.toml", help=f"one of: {names}; or a .toml file")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override a field, e.g. --set run.lam=1e-3 --set task.alpha=30 (checked against its type)")
+    p.add_argument("--full", action="store_true", help="the paper's size instead of the quick one")
+    p.add_argument("--out", help="run folder (default: a new gflow-runs/NAME-<timestamp>)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
         "sweep",
         help="run an experiment over a grid of λ, seeds (and init scales) in one compiled call",
         description="Run EXPERIMENT for every (λ, seed[, α]) in slow time τ = λt, storing finished chunks "
@@ -109,19 +178,36 @@ def build_parser() -> argparse.ArgumentParser:
         "one line per λ, in OUT/sweep.png. Grids: 'a:b:n' is n log-spaced values from a to b inclusive "
         "(1e-4:1e-2:3 = 1e-4, 1e-3, 1e-2); 'x,y' is a list.",
     )
-    from .experiments import EXPERIMENTS
+    p.add_argument("experiment", metavar="EXPERIMENT", help=f"one of: {names}")
+    p.add_argument("--lam", help="weight decays, e.g. 1e-4:1e-2:7 (default: the experiment's range, 3 values)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1 (default 1)")
+    p.add_argument("--alpha", help="init scales, e.g. 1:100:3 or 4,16 (experiments with an α axis)")
+    p.add_argument("--tau1", type=float, help="final slow time τ1 = λ t1 (default: the experiment's)")
+    p.add_argument("--solver", default="auto", choices=SOLVER_NAMES, help="ODE solver (default: auto)")
+    p.add_argument("--chunk-size", type=int, help="runs per compiled call and per stored chunk")
+    p.add_argument("--metric", help="metric to plot (default: the experiment's, usually test_loss)")
+    p.add_argument("--full", action="store_true", help="the paper's problem size instead of the quick one")
+    p.add_argument("--out", required=True, help="output folder (holds store/ and sweep.png)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sweep)
 
-    sweep.add_argument("experiment", metavar="EXPERIMENT", help=f"one of: {', '.join(EXPERIMENTS)}")
-    sweep.add_argument("--lam", help="weight decays, e.g. 1e-4:1e-2:7 (default: the experiment's range, 3 values)")
-    sweep.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1 (default 1)")
-    sweep.add_argument("--alpha", help="init scales, e.g. 1:100:3 or 4,16 (experiments with an α axis)")
-    sweep.add_argument("--tau1", type=float, help="final slow time τ1 = λ t1 (default: the experiment's)")
-    sweep.add_argument("--solver", default="auto", choices=SOLVER_NAMES, help="ODE solver (default: auto)")
-    sweep.add_argument("--chunk-size", type=int, help="runs per compiled call and per stored chunk")
-    sweep.add_argument("--metric", help="metric to plot (default: the experiment's, usually test_loss)")
-    sweep.add_argument("--out", required=True, help="output folder (holds store/ and sweep.png)")
-    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
-    sweep.set_defaults(func=_cmd_sweep)
+    p = sub.add_parser("plot", help="redraw the figures of a run or sweep folder from its stored data",
+                       description="Redraw trajectory.png (run folders) and sweep.png (sweep folders) from the "
+                       "stored data, without running anything.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by gflow run, sweep or demo")
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser(
+        "demo",
+        help="run the built-in grokking experiment and write a figure and its data",
+        description="Integrate a diagonal linear network that groks (test loss plateaus, then falls at "
+        "t ≈ ln(α)/λ), print a summary, and write a run folder (trajectory.png, trajectory.nc, summary.md, ...).",
+    )
+    p.add_argument("--out", help="output folder (default: a new gflow-runs/demo-<timestamp>)")
+    p.add_argument("--solver", choices=SOLVER_NAMES, help="ODE solver (default: auto)")
+    p.add_argument("--smoke", action="store_true", help="fewer save points, for a quick check")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -131,9 +217,12 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    from ._problem import ProblemError
+    from ._sweep import SweepStoreError
+
     try:
         return args.func(args)
-    except CliError as err:
+    except (CliError, ProblemError, SweepStoreError) as err:
         print(f"gflow: error: {err}", file=sys.stderr)
         return 2
 

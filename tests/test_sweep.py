@@ -136,7 +136,8 @@ def test_store_roundtrip_and_mismatch(tmp_path):
     again = gflow.sweep(_member_problem, store=store, **kwargs)
     assert again.attrs["chunks_computed"] == 0 and again.attrs["chunks_loaded"] == 2
     xr.testing.assert_identical(first.drop_attrs(), again.drop_attrs())
-    assert gflow.load_sweep(store).sizes["member"] == 4
+    xr.testing.assert_identical(gflow.load_sweep(store).drop_attrs(), first.drop_attrs())
+    assert gflow.load_sweep(store, partial=True).sizes["member"] == 4
     with pytest.raises(gflow.SweepStoreError, match=r"different sweep \(differs in: lam\); use a new store path"):
         gflow.sweep(_member_problem, store=store, **{**kwargs, "lam": [0.05, 0.3]})
     with pytest.raises(gflow.SweepStoreError, match="chunk_size"):
@@ -156,6 +157,9 @@ def test_partial_chunk_without_marker_is_recomputed(tmp_path):
     # Simulate a kill during the write of chunk 1: data half there, no completion marker.
     (store / "chunk-00001.done").unlink()
     (store / "chunk-00001.zarr" / "zarr.json").write_text("{ truncated")
+    assert gflow.load_sweep(store, partial=True).sizes["member"] == 1
+    with pytest.raises(gflow.SweepStoreError, match="1 of 2 chunks finished; rerun the sweep"):
+        gflow.load_sweep(store)
     resumed = gflow.sweep(_member_problem, store=store, **kwargs)
     assert resumed.attrs["chunks_loaded"] == 1 and resumed.attrs["chunks_computed"] == 1
     xr.testing.assert_identical(reference.drop_attrs(), resumed.drop_attrs())

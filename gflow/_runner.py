@@ -1,0 +1,197 @@
+"""Run folders: run one configured experiment and write everything a reader needs to repeat it.
+
+A run folder holds
+- `config.toml`: the fully resolved configuration (`gflow run RUN/config.toml` repeats the run);
+- `trajectory.nc`: the metrics over time (NetCDF, `xarray.open_dataset(path, engine="scipy")`);
+- `final.eqx`: the final parameters (`equinox.tree_deserialise_leaves` into the task's model);
+- `trajectory.png`: learning curves and ‖θ‖ against log t, phases marked;
+- `summary.md`: the key numbers; `metadata.json`: versions, device, date, wall time, command.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import platform
+import sys
+import time
+
+import equinox as eqx
+import jax
+import numpy as np
+import xarray as xr
+
+from . import tasks
+from ._simulate import count_params, log_times, simulate
+from .analysis import phase_times
+from .experiments import get_experiment, to_toml, validate_config
+from .plot import plot_trajectory
+
+
+RUN_FILES = ("config.toml", "trajectory.nc", "final.eqx", "trajectory.png", "summary.md", "metadata.json")
+
+
+def build_problem(cfg):
+    """The Problem of a resolved configuration (seeded by run.seed)."""
+    exp = get_experiment(cfg["experiment"])
+    return getattr(tasks, exp.task)(jax.random.PRNGKey(cfg["run"]["seed"]), **cfg["task"])
+
+
+def run_config(cfg, out_dir, *, progress: bool = True, echo=print) -> dict:
+    """Run a resolved configuration into the (existing, empty) folder `out_dir`."""
+    cfg = validate_config(cfg)
+    out_dir = pathlib.Path(out_dir)
+    exp = get_experiment(cfg["experiment"])
+    run = cfg["run"]
+    (out_dir / "config.toml").write_text(to_toml(cfg))
+
+    problem = build_problem(cfg)
+    echo(f"gflow run {exp.name}: {exp.description}")
+    echo(f"  {exp.task}({', '.join(f'{k}={v}' for k, v in cfg['task'].items())}); "
+         f"λ = {run['lam']:g}, t1 = {run['t1']:g} ({'τ' if run['time'] == 'slow' else 't'}), "
+         f"{count_params(problem.model)} parameters")
+    saveat = run["saves"]
+    if run["t_min"] is not None:
+        saveat = log_times(np.float64(run["t1"]), run["saves"], run["t_min"])
+    start = time.perf_counter()
+    traj = simulate(problem, run["lam"], run["t1"], solver=run["solver"], saveat=saveat, rtol=run["rtol"],
+                    atol=run["atol"], max_steps=run["max_steps"], time=run["time"], progress=progress)
+    jax.block_until_ready(traj)
+    wall = time.perf_counter() - start
+
+    ds = traj.to_xarray()
+    ds.attrs["experiment"] = exp.name
+    ds.to_netcdf(out_dir / "trajectory.nc", engine="scipy")
+    eqx.tree_serialise_leaves(out_dir / "final.eqx", traj.final)
+    summary = _summary(exp, cfg, traj, wall)
+    (out_dir / "summary.md").write_text(summary["markdown"])
+    meta = {
+        "gflow": _version(),
+        "jax": jax.__version__,
+        "diffrax": _version("diffrax"),
+        "equinox": eqx.__version__,
+        "device": str(jax.devices()[0]),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds_including_compilation": wall,
+        "command": " ".join(sys.argv),
+    }
+    (out_dir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    plot_run(out_dir, traj=traj)
+    for line in summary["lines"]:
+        echo(line)
+    echo(f"  wrote {out_dir}/ ({', '.join(RUN_FILES)})")
+    return {"trajectory": traj, "phases": summary["phases"], "wall_s": wall, "out": out_dir}
+
+
+def _version(name="gflow"):
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _summary(exp, cfg, traj, wall) -> dict:
+    phases = phase_times(traj)
+    last = {k: float(v[-1]) for k, v in traj.metrics.items()}
+    stats = {k: (float(v) if np.issubdtype(np.asarray(v).dtype, np.inexact) else int(v)) for k, v in traj.stats.items()}
+    lines = [
+        f"  solver {traj.solver}: {stats['num_steps']} steps ({stats['num_rejected_steps']} rejected), "
+        f"{wall:.1f} s wall including compilation; result: {traj.message}",
+        f"  train set fitted (train loss ≤ {phases.fit_threshold:.2g}) at t = {phases.t_fit:.3g} "
+        f"(τ = λt = {phases.tau_fit:.3g})",
+        f"  generalised ({phases.generalise_metric} ≤ {phases.generalise_threshold:.2g}, 1% of its plateau) at "
+        f"t = {phases.t_generalise:.3g} (τ = {phases.tau_generalise:.3g})",
+        "  final: " + ", ".join(f"{k} {v:.3g}" for k, v in last.items() if k not in ("objective",)),
+    ]
+    md = [
+        f"# {exp.name}",
+        "",
+        f"{exp.description}. Paper: {exp.paper}, {exp.figure}.",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| weight decay λ | {cfg['run']['lam']:g} |",
+        f"| time fitted (train loss ≤ {phases.fit_threshold:.2g}) | t = {phases.t_fit:.4g}, τ = {phases.tau_fit:.4g} |",
+        f"| time generalised ({phases.generalise_metric} ≤ {phases.generalise_threshold:.2g}) | "
+        f"t = {phases.t_generalise:.4g}, τ = {phases.tau_generalise:.4g} |",
+        f"| result | {traj.message} |",
+        f"| solver | {traj.solver} |",
+        f"| wall time (s, incl. compilation) | {wall:.2f} |",
+    ]
+    md += [f"| {k} | {v:.4g} |" for k, v in last.items()]
+    md += [f"| stats.{k} | {v:.4g} |" if isinstance(v, float) else f"| stats.{k} | {v} |" for k, v in stats.items()]
+    md += ["", "Times are ODE time t (τ = λt); the flow is dθ/dt = −∇F(θ) − λθ, F_λ = F + (λ/2)‖θ‖².", ""]
+    return {"lines": lines, "markdown": "\n".join(md), "phases": phases}
+
+
+def plot_run(run_dir, *, traj=None) -> list[pathlib.Path]:
+    """(Re)draw a run folder's figures from its stored data; returns the PNG paths."""
+    import matplotlib.pyplot as plt
+
+    run_dir = pathlib.Path(run_dir)
+    written = []
+    if (run_dir / "trajectory.nc").exists():
+        if traj is None:
+            traj = _trajectory_from_netcdf(run_dir / "trajectory.nc")
+        exp_name = _experiment_name(run_dir)
+        phases = phase_times(traj)
+        fig = plot_trajectory(traj, phases=phases, title=f"{exp_name}: learning curves (λ = {float(traj.lam):g})")
+        path = run_dir / "trajectory.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    if (run_dir / "store" / "config.json").exists():
+        from ._sweep import load_sweep
+        from .plot import plot_sweep
+
+        ds = load_sweep(run_dir / "store")
+        fig = plot_sweep(ds, title=f"{_experiment_name(run_dir)}: collapse in slow time")
+        path = run_dir / "sweep.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    if not written:
+        from ._problem import ProblemError
+
+        raise ProblemError(
+            f"{run_dir} is not a gflow run folder (no trajectory.nc or store/); give a folder made by gflow run/sweep/demo"
+        )
+    return written
+
+
+def _experiment_name(run_dir: pathlib.Path) -> str:
+    cfg = run_dir / "config.toml"
+    if cfg.exists():
+        import tomllib
+
+        return tomllib.loads(cfg.read_text()).get("experiment", run_dir.name)
+    return run_dir.name
+
+
+def _trajectory_from_netcdf(path):
+    """A Trajectory (metrics only: `final` is None) rebuilt from a run's NetCDF file."""
+    import jax.numpy as jnp
+
+    from ._solution import RESULTS, Trajectory
+
+    ds = xr.open_dataset(path, engine="scipy").load()
+    slow = ds.attrs["time_variable"].startswith("tau")
+    # The file stores the result's message; map it back to its code.
+    by_message = {(RESULTS[item] or "successful"): item for item in RESULTS._name_to_item.values()}
+    result = by_message.get(ds.attrs["result"], RESULTS.internal_error)
+    return Trajectory(
+        ts=jnp.asarray(ds["time"].values),
+        metrics={k: jnp.asarray(v.values) for k, v in ds.data_vars.items()},
+        final=None,
+        t_final=jnp.asarray(ds.attrs["t_final"]),
+        stats={k[len("stats_"):]: jnp.asarray(v) for k, v in ds.attrs.items() if k.startswith("stats_")},
+        result=result,
+        lam=jnp.asarray(ds.attrs["lam"]),
+        time="slow" if slow else "fast",
+        solver=ds.attrs["solver"],
+    )
