@@ -1,0 +1,550 @@
+r"""Rosenbrock-W integration of stiff gradient flows, with W-matrices that scale.
+
+The flow θ' = f(θ) = −(∇F(θ) + λ m⊙θ)/s (s = 1 in fast time, s = λ in slow time) is stiff: its
+fast phase has time scale 1/‖∇²F‖, its slow phase 1/λ. An s-stage Rosenbrock-W method solves only
+linear systems with one matrix per step,
+
+$$W = \frac{1}{h\gamma} I + P, \qquad P \approx -\frac{\partial f}{\partial\theta}
+      = \frac{\nabla^2 F + \lambda M}{s},$$
+
+and keeps its order for *any* P (the "W" property), so P may be an approximation chosen for
+cost: the Gauss–Newton matrix JᵀJ/n (residual losses) or the generalised Gauss–Newton matrix
+Jᵀ H_out J (cross-entropy, logistic; H_out the Hessian of the loss in the outputs), both
+positive semi-definite, plus λM. Three ways to solve with W (`AbstractWMatrix`):
+
+- `GaussNewton(woodbury=True)`: J (N × d, N = number of outputs) from N vector–Jacobian
+  products, then the Woodbury identity with an N × N Cholesky factor: no d × d matrix.
+- `GaussNewton(woodbury=False)`: matrix-free conjugate gradients; each product Wv costs one
+  Jacobian–vector product and one vector–Jacobian product through the model (`jax.linearize`
+  once per step, then its transpose).
+- `ExactJacobian(dense=...)`: P = −∂f/∂θ exactly, from the vector field itself (Hessian–vector
+  products); dense LU for small d, else conjugate gradients. This is the only choice for a
+  custom scalar loss, and the one `Ros34PW2()` uses when built without a problem.
+
+The method is ROS34PW2 (Rang & Angermann 2005): 4 stages, order 3 for any P, an embedded
+order-2 solution for step control, L-stable, stiffly accurate. Dense output is the cubic
+Hermite interpolant through f(θ0) and f(θ1) (f(θ1) is the next step's first stage, so it costs
+nothing extra on accepted steps).
+
+Evaluation counts are exact, rejected steps included: each step reports what it spent next to
+its error estimate, and `CountingController` (a wrapper around Diffrax's PID controller, whose
+state is not rolled back on rejection, unlike the solver's) adds them up.
+
+??? cite "Reference"
+
+    J. Rang and L. Angermann, "New Rosenbrock W-methods of order 3 for partial differential
+    algebraic equations of index 1", BIT Numerical Mathematics 45 (2005) 761–787.
+    E. Hairer and G. Wanner, "Solving Ordinary Differential Equations II", §IV.7 (the
+    transformed variables u_i = Σ_j γ_ij k_j used below).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import jax.tree_util as jtu
+import numpy as np
+
+from ._problem import Problem, _batched_outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# The tableau
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RosenbrockTableau:
+    """Coefficients of a Rosenbrock-W method (a plain dataclass, not a pytree node).
+
+    In the classical form the stages are (I − hγ P̃) k_i = h f(θ0 + Σ_j α_ij k_j) + h P̃ Σ_j γ_ij k_j
+    with P̃ ≈ ∂f/∂θ, θ1 = θ0 + Σ b_i k_i. With u = Γk (Γ = (γ_ij), diagonal γ) this becomes
+
+        (1/(hγ) − P̃) u_i = f(θ0 + Σ_{j<i} a_ij u_j) + Σ_{j<i} (c_ij/h) u_j,   θ1 = θ0 + Σ m_i u_i,
+
+    with a = αΓ⁻¹, c = diag(1/γ) − Γ⁻¹, m = bΓ⁻¹ (Hairer & Wanner IV.7), so no product with P̃ is
+    ever needed: one matrix, s solves.
+    """
+
+    name: str
+    order: int
+    gamma: float
+    alpha: np.ndarray
+    gammas: np.ndarray
+    b: np.ndarray
+    b_hat: np.ndarray
+
+    def __post_init__(self):
+        s = len(self.b)
+        assert self.alpha.shape == self.gammas.shape == (s, s)
+        assert np.all(np.triu(self.alpha) == 0), "alpha must be strictly lower triangular"
+        assert np.all(np.triu(self.gammas, 1) == 0), "Gamma must be lower triangular"
+        assert np.allclose(np.diag(self.gammas), self.gamma)
+        assert abs(self.b.sum() - 1) < 1e-14 and abs(self.b_hat.sum() - 1) < 1e-14
+        inv = np.linalg.inv(self.gammas)
+        # Exact zeros above the diagonal (the inverse of a lower-triangular matrix is one).
+        object.__setattr__(self, "a", np.tril(self.alpha @ inv, -1))
+        object.__setattr__(self, "c", np.tril(np.diag(1.0 / np.diag(self.gammas)) - inv, -1))
+        object.__setattr__(self, "m", self.b @ inv)
+        object.__setattr__(self, "m_error", (self.b - self.b_hat) @ inv)
+        object.__setattr__(self, "c_time", self.alpha.sum(axis=1))
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+
+# Rang & Angermann (2005), ROS34PW2. Order 3 for any P̃ and 2 for the embedded method (checked in
+# tests/test_stiff.py by the local-error slopes with P̃ = ∂f/∂θ, 0 and a random matrix, and the
+# global convergence order against expm).
+ROS34PW2 = RosenbrockTableau(
+    name="ros34pw2",
+    order=3,
+    gamma=4.3586652150845900e-01,
+    alpha=np.array(
+        [
+            [0.0, 0.0, 0.0, 0.0],
+            [8.7173304301691801e-01, 0.0, 0.0, 0.0],
+            [8.4457060015369423e-01, -1.1299064236484185e-01, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+        ]
+    ),
+    gammas=np.array(
+        [
+            [4.3586652150845900e-01, 0.0, 0.0, 0.0],
+            [-8.7173304301691801e-01, 4.3586652150845900e-01, 0.0, 0.0],
+            [-9.0338057013044082e-01, 5.4180672388095326e-02, 4.3586652150845900e-01, 0.0],
+            [2.4212380706095346e-01, -1.2232505839045147e00, 5.4526025533510214e-01, 4.3586652150845900e-01],
+        ]
+    ),
+    b=np.array([2.4212380706095346e-01, -1.2232505839045147e00, 1.5452602553351020e00, 4.3586652150845900e-01]),
+    b_hat=np.array([3.7810903145819369e-01, -9.6042292212423178e-02, 0.5, 2.1793326075422950e-01]),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation counters
+# ---------------------------------------------------------------------------------------------
+
+# - num_vf_evals: gradient evaluations ∇F (the vector field).
+# - num_jvps / num_vjps: forward / reverse products with the output Jacobian J (one linearisation
+#   by `jax.linearize` counts as a JVP; a batch of N products counts N).
+# - num_hvps: products with the Hessian of F (forward-over-reverse; a `jax.linearize` of the
+#   gradient counts as one).
+# - num_krylov_iterations: conjugate-gradient iterations (their products are counted above).
+COUNT_KEYS = ("num_vf_evals", "num_jvps", "num_vjps", "num_hvps", "num_krylov_iterations")
+
+
+def zero_counts() -> dict[str, jax.Array]:
+    return {k: jnp.zeros((), jnp.int32) for k in COUNT_KEYS}
+
+
+def _add(counts: dict, **more) -> dict:
+    return {k: v + more.get(k, 0) for k, v in counts.items()}
+
+
+def gradient_equivalents(stats: dict):
+    """Cost in gradient evaluations: ∇F, a JVP and a VJP count 1 each, an HVP counts 2.
+
+    A conservative convention: a linearised JVP costs about one forward pass (≈ 1/3 of a
+    gradient) and an HVP by forward-over-reverse about 2–4 gradients' worth of FLOPs.
+    """
+    return (
+        stats["num_vf_evals"]
+        + stats.get("num_jvps", 0)
+        + stats.get("num_vjps", 0)
+        + 2 * stats.get("num_hvps", 0)
+    )
+
+
+class CountingController(diffrax.AbstractAdaptiveStepSizeController):
+    """A `diffrax.PIDController` that also adds up the evaluation counts each step reports.
+
+    A Rosenbrock step returns its error estimate as `(error, counts)`. Diffrax rolls the solver
+    state back when it rejects a step, but not the controller's, so the totals kept here include
+    the work of rejected steps. Read them with `SaveAt(controller_state=True)`:
+    `sol.controller_state[1]`.
+    """
+
+    controller: diffrax.PIDController
+
+    @property
+    def rtol(self):
+        return self.controller.rtol
+
+    @property
+    def atol(self):
+        return self.controller.atol
+
+    @property
+    def norm(self):
+        return self.controller.norm
+
+    def wrap(self, direction):
+        return CountingController(self.controller.wrap(direction))
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        tnext, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        return tnext, (state, zero_counts())
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
+        error, counts = y_error
+        state, totals = controller_state
+        keep, next_t0, next_t1, made_jump, state, result = self.controller.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, error, error_order, state
+        )
+        # Diffrax maps NaN errors to inf leaf by leaf, which turns integer counts into floats.
+        totals = {k: totals[k] + jnp.asarray(counts[k]).astype(totals[k].dtype) for k in COUNT_KEYS}
+        return keep, next_t0, next_t1, made_jump, (state, totals), result
+
+
+# ---------------------------------------------------------------------------------------------
+# Conjugate gradients
+# ---------------------------------------------------------------------------------------------
+
+
+def conjugate_gradient(matvec, b, diag_inv, threshold, max_steps: int):
+    """Solve Ax = b for symmetric A (positive definite where it matters) by Jacobi-preconditioned CG.
+
+    Stops when ‖b − Ax‖_w ≤ 1, with the weighted RMS norm ‖r‖_w = RMS(r/threshold) (`threshold` a
+    vector), or after `max_steps` products. Returns `(x, ok, steps)`; `ok` is False when it ran
+    out of steps or met non-positive curvature pᵀAp ≤ 0 (then A is not positive definite and the
+    caller rejects the step: a smaller step size makes W more diagonal dominant).
+    """
+
+    def wnorm(r):
+        return jnp.sqrt(jnp.mean(jnp.square(r / threshold)))
+
+    x0 = jnp.zeros_like(b)
+    z0 = diag_inv * b
+    state0 = (x0, b, z0, jnp.vdot(b, z0), jnp.zeros((), jnp.int32), jnp.array(True))
+
+    def cond(state):
+        _, r, _, _, k, fine = state
+        return fine & (k < max_steps) & (wnorm(r) > 1)
+
+    def body(state):
+        x, r, p, rz, k, _ = state
+        ap = matvec(p)
+        pap = jnp.vdot(p, ap)
+        fine = pap > 0
+        alpha = jnp.where(fine, rz / jnp.where(fine, pap, 1), 0)
+        x = x + alpha * p
+        r = r - alpha * ap
+        z = diag_inv * r
+        rz_new = jnp.vdot(r, z)
+        beta = rz_new / jnp.where(rz > 0, rz, 1)
+        return x, r, z + beta * p, rz_new, k + 1, fine
+
+    x, r, _, _, steps, fine = jax.lax.while_loop(cond, body, state0)
+    return x, fine & (wnorm(r) <= 1), steps
+
+
+# ---------------------------------------------------------------------------------------------
+# W-matrices: how P ≈ −∂f/∂θ is formed and (σI + P)x = b solved
+# ---------------------------------------------------------------------------------------------
+
+
+class FlatField(eqx.Module):
+    """The vector field on the flattened parameter vector, at a fixed time."""
+
+    terms: Any
+    t: Any
+    args: Any
+    unravel: Callable = eqx.field(static=True)
+
+    def __call__(self, flat):
+        return jax.flatten_util.ravel_pytree(self.terms.vf(self.t, self.unravel(flat), self.args))[0]
+
+
+class AbstractWMatrix(eqx.Module):
+    """How a Rosenbrock-W step builds P ≈ −∂f/∂θ at θ0 and solves (σI + P)x = b.
+
+    `prepare` returns `(solve, counts)`: `solve(b, threshold) -> (x, ok, counts)` is called once
+    per stage; `threshold` (a vector) is the accuracy the step needs in x, elementwise, so an
+    iterative solve may stop at residual ≤ σ·threshold in the weighted RMS norm.
+    """
+
+    @abc.abstractmethod
+    def prepare(self, field: FlatField, flat0, sigma) -> tuple[Callable, dict]:
+        """See the class docstring."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class ExactJacobian(AbstractWMatrix):
+    """P = −∂f/∂θ exactly (for a gradient flow: (∇²F + λM)/s), from the vector field.
+
+    `dense=True`: the d × d matrix from d Hessian–vector products, LU-factored once per step
+    (small d only). `dense=False`: conjugate gradients on Hessian–vector products (each product a
+    forward-mode derivative of the linearised gradient). ∇²F may be indefinite; a CG breakdown
+    rejects the step.
+    """
+
+    dense: bool = eqx.field(static=True, default=False)
+    krylov_tol: float = 1e-3
+    krylov_max_steps: int = eqx.field(static=True, default=200)
+
+    def describe(self):
+        return "exact Jacobian, " + ("dense LU" if self.dense else "CG on Hessian-vector products")
+
+    def prepare(self, field, flat0, sigma):
+        _, jvp = jax.linearize(field, flat0)
+        counts = _add(zero_counts(), num_hvps=1)
+        d = flat0.size
+        if self.dense:
+            cols = jax.vmap(jvp)(jnp.eye(d, dtype=flat0.dtype))  # row k = (∂f/∂θ) e_k
+            w = sigma * jnp.eye(d, dtype=flat0.dtype) - cols.T
+            lu = jsl.lu_factor(w)
+            counts = _add(counts, num_hvps=d)
+
+            def solve(b, threshold):
+                del threshold
+                return jsl.lu_solve(lu, b), jnp.array(True), zero_counts()
+
+            return solve, counts
+
+        def matvec(v):
+            return sigma * v - jvp(v)
+
+        def solve(b, threshold):
+            x, ok, steps = conjugate_gradient(
+                matvec, b, jnp.full_like(b, 1 / sigma), self.krylov_tol * sigma * threshold, self.krylov_max_steps
+            )
+            return x, ok, _add(zero_counts(), num_hvps=steps, num_krylov_iterations=steps)
+
+        return solve, counts
+
+
+class GaussNewton(AbstractWMatrix):
+    r"""P = (G + λM)/s with G the (generalised) Gauss–Newton matrix of the problem's loss.
+
+    - residual losses F = ½·mean(r²), r ∈ ℝᴺ: G = JᵀJ/N, J = ∂r/∂θ;
+    - `"cross_entropy"`: G = Σ_i J_iᵀ (diag p_i − p_i p_iᵀ) J_i / n, J_i = ∂(logits_i)/∂θ;
+    - `"logistic"`: G = Σ_i σ(y_i f_i)σ(−y_i f_i) ∇f_i ∇f_iᵀ / n.
+
+    All are Jᵀ H J with H ⪰ 0 block diagonal, factored H = S Sᵀ, so G = BᵀB with B = SᵀJ
+    (N × d). Then sW = D + BᵀB with D = sσ + λm (a vector).
+
+    `woodbury=True`: B from N vector–Jacobian products and
+    (D + BᵀB)⁻¹ = D⁻¹ − D⁻¹Bᵀ(I + BD⁻¹Bᵀ)⁻¹BD⁻¹ with an N × N Cholesky factor.
+    `woodbury=False`: CG with products D v + Jᵀ(H(J v)) by `jax.linearize` (one per step) and
+    its transpose, preconditioned by D.
+    """
+
+    problem: Problem
+    static: Any
+    lam: jax.Array
+    slow: bool = eqx.field(static=True)
+    woodbury: bool = eqx.field(static=True)
+    krylov_tol: float = 1e-3
+    krylov_max_steps: int = eqx.field(static=True, default=200)
+
+    def describe(self):
+        return "Gauss-Newton, " + ("Woodbury (N x N Cholesky)" if self.woodbury else "matrix-free CG")
+
+    # -- the problem's outputs and the Hessian of the loss in them ----------------------------
+
+    def _outputs(self, unravel, flat):
+        model = eqx.combine(unravel(flat), self.static)
+        if self.problem.residuals_fn is not None:
+            return self.problem.residuals_fn(model, self.problem.train)
+        return _batched_outputs(model, self.problem.train)
+
+    def _curvature(self, z):
+        """(H·, Sᵀ·): the output Hessian H = S Sᵀ applied to one output-shaped vector, and Sᵀ
+        applied to a batch of rows `rows` with a trailing parameter axis."""
+        kind = "mse" if self.problem.residuals_fn is not None else self.problem.loss_name
+        if kind == "mse":
+            n = z.size
+
+            def hess(v):
+                return v / n
+
+            def s_t(rows):  # rows: (N, d)
+                return rows / jnp.sqrt(jnp.asarray(n, rows.dtype))
+
+        elif kind == "logistic":
+            n = z.shape[0]
+            y = self.problem.train["y"].astype(z.dtype)
+            q = jax.nn.sigmoid(y * z)
+            h = q * (1 - q) / n
+
+            def hess(v):
+                return h * v
+
+            def s_t(rows):  # rows: (n, d)
+                return jnp.sqrt(h)[:, None] * rows
+
+        elif kind == "cross_entropy":
+            n = z.shape[0]
+            p = jax.nn.softmax(z, axis=-1)
+            sq = jnp.sqrt(p)
+
+            def hess(v):  # v: (n, C)
+                return (p * v - p * jnp.sum(p * v, axis=-1, keepdims=True)) / n
+
+            def s_t(rows):  # rows: (n, C, d); S_iᵀ = diag(√p_i) − √p_i p_iᵀ
+                pj = jnp.sum(p[:, :, None] * rows, axis=1, keepdims=True)
+                return (sq[:, :, None] * rows - sq[:, :, None] * pj) / jnp.sqrt(jnp.asarray(n, rows.dtype))
+
+        else:  # pragma: no cover - guarded by `has_gauss_newton`
+            raise ValueError(f"no Gauss-Newton structure for loss {kind!r}")
+        return hess, s_t
+
+    def prepare(self, field, flat0, sigma):
+        unravel = field.unravel
+        scale = self.lam if self.slow else jnp.ones((), flat0.dtype)
+        params0 = unravel(flat0)
+        mask = jax.flatten_util.ravel_pytree(self.problem.decayed(jtu.tree_map(jnp.ones_like, params0)))[0]
+        diag = scale * sigma + self.lam * mask  # D
+        outputs = lambda fl: self._outputs(unravel, fl)
+
+        if self.woodbury:
+            z, vjp = jax.vjp(outputs, flat0)
+            n_out = z.size
+            basis = jnp.eye(n_out, dtype=z.dtype).reshape((n_out, *z.shape))
+            (jac,) = jax.vmap(vjp)(basis)  # (N, d), row k = ∂z_k/∂θ
+            _, s_t = self._curvature(z)
+            rows = s_t(jac.reshape((*z.shape, flat0.size))).reshape((n_out, flat0.size))  # B = SᵀJ
+            dinv = 1 / diag
+            gram = jnp.eye(n_out, dtype=z.dtype) + (rows * dinv[None, :]) @ rows.T
+            chol = jsl.cho_factor(gram, lower=True)
+            counts = _add(zero_counts(), num_vjps=n_out)
+
+            def solve(b, threshold):
+                del threshold
+                t = scale * b * dinv
+                w = jsl.cho_solve(chol, rows @ t)
+                return t - dinv * (rows.T @ w), jnp.array(True), zero_counts()
+
+            return solve, counts
+
+        z, jvp = jax.linearize(outputs, flat0)
+        vjp = jax.linear_transpose(jvp, flat0)
+        hess, _ = self._curvature(z)
+        counts = _add(zero_counts(), num_jvps=1)
+
+        def matvec(v):
+            return diag * v + vjp(hess(jvp(v)))[0]
+
+        def solve(b, threshold):
+            x, ok, steps = conjugate_gradient(
+                matvec, scale * b, 1 / diag, self.krylov_tol * scale * sigma * threshold, self.krylov_max_steps
+            )
+            return x, ok, _add(zero_counts(), num_jvps=steps, num_vjps=steps, num_krylov_iterations=steps)
+
+        return solve, counts
+
+
+def has_gauss_newton(problem: Problem) -> bool:
+    """Whether `problem` has a (generalised) Gauss–Newton structure gflow knows."""
+    return problem.residuals_fn is not None or problem.loss_name in ("cross_entropy", "logistic")
+
+
+def num_outputs(problem: Problem) -> int:
+    """N: the number of residuals, or of model outputs over the training set."""
+    if problem.residuals_fn is not None:
+        out = jax.eval_shape(problem.residuals_fn, problem.model, problem.train)
+    else:
+        out = jax.eval_shape(_batched_outputs, problem.model, problem.train)
+    return int(np.prod(out.shape))
+
+
+# ---------------------------------------------------------------------------------------------
+# The solver
+# ---------------------------------------------------------------------------------------------
+
+
+class Ros34PW2(diffrax.AbstractAdaptiveSolver):
+    r"""ROS34PW2, a linearly implicit Rosenbrock-W method for stiff gradient flows.
+
+    Order 3 (embedded order 2 for step control), 4 stages, L-stable, stiffly accurate; one
+    W-matrix per step (see `AbstractWMatrix`), whatever its approximation of the Jacobian.
+    Cubic Hermite dense output.
+
+    Its error estimate is a pair `(error, counts)`: use it with `CountingController`.
+
+    **Arguments:**
+
+    - `w_matrix`: an `AbstractWMatrix`. Default `ExactJacobian()`: matrix-free, exact Jacobian
+      from the vector field, for any gradient flow. `gflow.simulate` passes a `GaussNewton`
+      built from the problem where it can (see `gflow._simulate.make_solver`).
+    - `rtol`, `atol`: the step's tolerances; iterative W-solves stop at `krylov_tol` of them.
+      Defaults 1e-8 / 1e-10 (gflow's float64 defaults).
+    """
+
+    w_matrix: AbstractWMatrix = ExactJacobian()
+    rtol: Any = 1e-8
+    atol: Any = 1e-10
+
+    term_structure: ClassVar = diffrax.AbstractTerm
+    interpolation_cls: ClassVar = diffrax.ThirdOrderHermitePolynomialInterpolation
+    tableau: ClassVar[RosenbrockTableau] = ROS34PW2
+
+    def order(self, terms):
+        return self.tableau.order
+
+    def init(self, terms, t0, t1, y0, args):
+        del t1
+        return jax.flatten_util.ravel_pytree(terms.vf(t0, y0, args))[0]
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        tab = self.tableau
+        flat0, unravel = jax.flatten_util.ravel_pytree(y0)
+        dtype = flat0.dtype
+        h = (t1 - t0).astype(dtype)
+        field_at = lambda t: FlatField(terms, t, args, unravel)
+        counts = zero_counts()
+
+        f0 = solver_state
+        if made_jump is not False:
+            f0 = jax.lax.cond(made_jump, lambda: field_at(t0)(flat0), lambda: f0)
+            counts = _add(counts, num_vf_evals=jnp.asarray(made_jump).astype(jnp.int32))
+
+        sigma = 1 / (h * tab.gamma)
+        solve, spent = self.w_matrix.prepare(field_at(t0), flat0, sigma)
+        counts = _add(counts, **spent)
+        threshold = self.atol + self.rtol * jnp.abs(flat0)
+
+        us = []
+        ok = jnp.array(True)
+        for i in range(tab.stages):
+            if i == 0:
+                f_i = f0
+            else:
+                y_i = flat0 + sum(float(tab.a[i, j]) * us[j] for j in range(i))
+                f_i = field_at(t0 + float(tab.c_time[i]) * h)(y_i)
+                counts = _add(counts, num_vf_evals=1)
+            rhs = f_i + sum((float(tab.c[i, j]) / h) * us[j] for j in range(i))
+            u, ok_i, spent = solve(rhs, threshold)
+            counts = _add(counts, **spent)
+            ok = ok & ok_i
+            us.append(u)
+
+        flat1 = flat0 + sum(float(tab.m[j]) * us[j] for j in range(tab.stages))
+        error = sum(float(tab.m_error[j]) * us[j] for j in range(tab.stages))
+        # A failed W-solve rejects the step: the controller then shrinks h by its factormin.
+        error = jnp.where(ok, error, jnp.inf)
+        f1 = field_at(t1)(flat1)
+        counts = _add(counts, num_vf_evals=1)
+
+        y1 = unravel(flat1)
+        dense_info = dict(y0=y0, y1=y1, k0=unravel(h * f0), k1=unravel(h * f1))
+        return y1, (unravel(error), counts), dense_info, f1, diffrax.RESULTS.successful
+
+
+Ros34PW2.__init__.__doc__ = """**Arguments:** `w_matrix`, `rtol`, `atol` (see the class docstring)."""
