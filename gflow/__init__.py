@@ -16,6 +16,14 @@ from ._simulate import (
     log_times as log_times,
     simulate as simulate,
 )
+from ._slow import (
+    FlowLimit as FlowLimit,
+    compare as compare,
+    flow_limit as flow_limit,
+    plot_slow_flow as plot_slow_flow,
+    project_tangent as project_tangent,
+    slow_flow as slow_flow,
+)
 from ._solution import RESULTS as RESULTS, Trajectory as Trajectory
 from ._sweep import (
     SweepStoreError as SweepStoreError,

@@ -184,7 +184,7 @@ def default_tolerances(dtype, rtol, atol) -> tuple[jax.Array, jax.Array]:
     return jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype)
 
 
-def save_spec(saveat, dtype, t1=None) -> tuple[int | None, jax.Array | None]:
+def save_spec(saveat, dtype, t1=None, name: str = "t1") -> tuple[int | None, jax.Array | None]:
     """`saveat` as (number of log-spaced save times, None) or (None, explicit times)."""
     if saveat is None:
         return DEFAULT_NUM_SAVES, None
@@ -198,7 +198,7 @@ def save_spec(saveat, dtype, t1=None) -> tuple[int | None, jax.Array | None]:
     if _is_concrete(save_ts) and t1 is not None and _is_concrete(t1):
         s = np.asarray(save_ts)
         if np.any(np.diff(s) < 0) or s[0] < 0 or s[-1] > float(np.max(t1)):
-            raise ProblemError(f"saveat times must be increasing and lie in [0, t1={float(np.max(t1))}]")
+            raise ProblemError(f"saveat times must be increasing and lie in [0, {name}={float(np.max(t1))}]")
     return None, save_ts
 
 

@@ -17,6 +17,17 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "The parameters diverged (norm above the divergence bound, or inf/nan). The state returned "
         "is the last finite one; check that the loss is bounded below, or lower the step size (gd)."
     )
+    flow_not_converged = (
+        "The gradient flow did not reach a critical point (‖∇F‖ ≤ tol) by t_max. Raise t_max or loosen tol; the flow "
+        "may converge only polynomially (a degenerate minimum) or not at all (minimisers at infinity, e.g. separable "
+        "classification)."
+    )
+    left_manifold = (
+        "The slow flow left the manifold of minimisers (residual above manifold_tol), became non-finite, or its step "
+        "size collapsed: typically a singular point where J (or the Hessian) loses rank, or a start the retraction "
+        "could not bring onto the manifold (no zero-loss set: try manifold='critical'). `final` is the last state "
+        "reached."
+    )
 
 
 class Trajectory(eqx.Module):
