@@ -454,3 +454,16 @@ def test_musat_addition_closed_form(lam):
     traj = gflow.simulate(problem, lam, t_long, solver="auto", saveat=t_long * fractions, **TIGHT)
     assert bool(traj.ok), traj.message
     np.testing.assert_allclose(np.asarray(traj.final.w), np.full(2, 2.0 / (2.0 + lam)), rtol=1e-8)
+
+
+def test_slow_time_initial_step_on_a_stiff_polynomial_model():
+    """Regression: Diffrax's automatic first step (dt0=None) overflowed on this problem in slow
+    time and returned dt0 = 0, so the solve never advanced (0 accepted steps, max_steps hit)."""
+    problem = gflow.tasks.diagonal_regression(
+        jax.random.PRNGKey(0), n=10, d=30, k=2, alpha=10.0, parameterisation="squares"
+    )
+    traj = gflow.simulate(problem, 0.01, 0.05, solver="tsit5", saveat=5, time="slow")
+    assert traj.message == "successful"
+    assert int(traj.stats["num_accepted_steps"]) > 10
+    reference = gflow.simulate(problem, 0.01, 5.0, solver="tsit5", saveat=np.array([0.0, 5.0]))
+    np.testing.assert_allclose(np.asarray(traj.final.u), np.asarray(reference.final.u), rtol=1e-6)
