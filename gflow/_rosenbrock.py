@@ -305,9 +305,12 @@ def conjugate_gradient(matvec, b, diag_inv, threshold, max_steps: int):
 # Iterative W-solves stop when the solution error bound ‖r‖/σ is below KRYLOV_TOL times the step's
 # error threshold atol + rtol·|θ| (weighted RMS), or after KRYLOV_MAX_STEPS products (then the
 # step is rejected and retried smaller, where W is better conditioned).
-KRYLOV_TOL = 1e-3
+KRYLOV_TOL = 1e-2
 KRYLOV_MAX_STEPS = 200
-JACOBI = "none"
+
+# The materialised W-matrices (Woodbury, dense) recompute their Jacobian every JACOBIAN_REFRESH
+# accepted steps and reuse it in between (factoring it with each step's own σ).
+JACOBIAN_REFRESH = 1
 
 
 class FlatField(eqx.Module):
@@ -323,52 +326,80 @@ class FlatField(eqx.Module):
 
 
 class AbstractWMatrix(eqx.Module):
-    """How a Rosenbrock-W step builds P ≈ −∂f/∂θ at θ0 and solves (σI + P)x = b.
+    """How a Rosenbrock-W step builds P ≈ −∂f/∂θ and solves (σI + P)x = b.
 
-    `prepare` returns `(solve, counts)`: `solve(b, threshold) -> (x, ok, counts)` is called once
-    per stage; `threshold` (a vector) is the accuracy the step needs in x, elementwise, so an
-    iterative solve may stop at residual ≤ σ·threshold in the weighted RMS norm.
+    `prepare(field, θ0, σ, state)` returns `(solve, counts, state)`: `solve(b, threshold) ->
+    (x, ok, counts)` is called once per stage; `threshold` (a vector) is the accuracy the step
+    needs in x, elementwise, so an iterative solve may stop at residual ≤ σ·threshold in the
+    weighted RMS norm. `state` (from `init`, carried in the solver state, rolled back with a
+    rejected step) lets a W-matrix keep an old Jacobian: the W-property makes that safe for the
+    order, and the error control guards stability.
     """
 
+    def init(self, field: FlatField, flat0):
+        del field, flat0
+        return None
+
     @abc.abstractmethod
-    def prepare(self, field: FlatField, flat0, sigma) -> tuple[Callable, dict]:
+    def prepare(self, field: FlatField, flat0, sigma, state) -> tuple[Callable, dict, Any]:
         """See the class docstring."""
 
     def describe(self) -> str:
         return type(self).__name__
 
 
+def _lagged(refresh_every: int, age, compute, old):
+    """`compute()` when `age` ≥ `refresh_every`, else `old`; returns (value, refreshed, new age)."""
+    refreshed = age >= refresh_every
+    value = jax.lax.cond(refreshed, compute, lambda: old)
+    return value, refreshed, jnp.where(refreshed, 1, age + 1).astype(age.dtype)
+
+
 class ExactJacobian(AbstractWMatrix):
     """P = −∂f/∂θ exactly (for a gradient flow: (∇²F + λM)/s), from the vector field.
 
-    `dense=True`: the d × d matrix from d Hessian–vector products, LU-factored once per step
-    (small d only). `dense=False`: conjugate gradients on Hessian–vector products (each product a
-    forward-mode derivative of the linearised gradient). ∇²F may be indefinite; a CG breakdown
-    rejects the step.
+    `dense=True`: the d × d matrix from d Hessian–vector products (recomputed every
+    `refresh_every` accepted steps), LU-factored with the step's σ (small d only).
+    `dense=False`: conjugate gradients on Hessian–vector products (a `jax.linearize` of the
+    field per step, then one forward-mode product per iteration). ∇²F may be indefinite; a CG
+    breakdown rejects the step.
     """
 
     dense: bool = eqx.field(static=True, default=False)
+    refresh_every: int = eqx.field(static=True, default_factory=lambda: JACOBIAN_REFRESH)
     krylov_tol: float = eqx.field(default_factory=lambda: KRYLOV_TOL)
     krylov_max_steps: int = eqx.field(static=True, default_factory=lambda: KRYLOV_MAX_STEPS)
 
     def describe(self):
         return "exact Jacobian, " + ("dense LU" if self.dense else "CG on Hessian-vector products")
 
-    def prepare(self, field, flat0, sigma):
-        _, jvp = jax.linearize(field, flat0)
-        counts = _add(zero_counts(), num_hvps=1)
+    def init(self, field, flat0):
+        if not self.dense:
+            return None
+        d = flat0.size
+        return jnp.zeros((d, d), flat0.dtype), jnp.asarray(self.refresh_every, jnp.int32)
+
+    def prepare(self, field, flat0, sigma, state):
         d = flat0.size
         if self.dense:
-            cols = jax.vmap(jvp)(jnp.eye(d, dtype=flat0.dtype))  # row k = (∂f/∂θ) e_k
-            w = sigma * jnp.eye(d, dtype=flat0.dtype) - cols.T
-            lu = jsl.lu_factor(w)
-            counts = _add(counts, num_hvps=d)
+            old, age = state
+
+            def compute():
+                _, jvp = jax.linearize(field, flat0)
+                return -jax.vmap(jvp)(jnp.eye(d, dtype=flat0.dtype)).T  # P = −∂f/∂θ
+
+            p_mat, refreshed, age = _lagged(self.refresh_every, age, compute, old)
+            lu = jsl.lu_factor(sigma * jnp.eye(d, dtype=flat0.dtype) + p_mat)
+            counts = _add(zero_counts(), num_hvps=jnp.where(refreshed, d + 1, 0))
 
             def solve(b, threshold):
                 del threshold
                 return jsl.lu_solve(lu, b), jnp.array(True), zero_counts()
 
-            return solve, counts
+            return solve, counts, (p_mat, age)
+
+        _, jvp = jax.linearize(field, flat0)
+        counts = _add(zero_counts(), num_hvps=1)
 
         def matvec(v):
             return sigma * v - jvp(v)
@@ -379,7 +410,7 @@ class ExactJacobian(AbstractWMatrix):
             )
             return x, ok, _add(zero_counts(), num_hvps=steps, num_krylov_iterations=steps)
 
-        return solve, counts
+        return solve, counts, None
 
 
 class GaussNewton(AbstractWMatrix):
@@ -403,9 +434,9 @@ class GaussNewton(AbstractWMatrix):
     lam: jax.Array
     slow: bool = eqx.field(static=True)
     woodbury: bool = eqx.field(static=True)
+    refresh_every: int = eqx.field(static=True, default_factory=lambda: JACOBIAN_REFRESH)
     krylov_tol: float = eqx.field(default_factory=lambda: KRYLOV_TOL)
     krylov_max_steps: int = eqx.field(static=True, default_factory=lambda: KRYLOV_MAX_STEPS)
-    jacobi: str = eqx.field(static=True, default_factory=lambda: JACOBI)
 
     def describe(self):
         return "Gauss-Newton, " + ("Woodbury (N x N Cholesky)" if self.woodbury else "matrix-free CG")
@@ -459,25 +490,56 @@ class GaussNewton(AbstractWMatrix):
             raise ValueError(f"no Gauss-Newton structure for loss {kind!r}")
         return hess, s_t
 
-    def prepare(self, field, flat0, sigma):
+    def _mask(self, unravel, flat0):
+        ones = jtu.tree_map(jnp.ones_like, unravel(flat0))
+        return jax.flatten_util.ravel_pytree(self.problem.decayed(ones))[0]
+
+    def _rows(self, unravel, flat0):
+        """B = SᵀJ (N × d) from N vector–Jacobian products."""
+        z, vjp = jax.vjp(lambda fl: self._outputs(unravel, fl), flat0)
+        n_out = z.size
+        (jac,) = jax.vmap(vjp)(jnp.eye(n_out, dtype=z.dtype).reshape((n_out, *z.shape)))  # row k = ∂z_k/∂θ
+        _, s_t = self._curvature(z)
+        return s_t(jac.reshape((*z.shape, flat0.size))).reshape((n_out, flat0.size))
+
+    def _grams(self, rows, mask):
+        """B_M B_Mᵀ over the decayed parameters and B_U B_Uᵀ over the others (None if all decay)."""
+        if all(self.problem.decay_leaves):
+            return rows @ rows.T, None
+        return (rows * mask[None, :]) @ rows.T, (rows * (1 - mask)[None, :]) @ rows.T
+
+    def init(self, field, flat0):
+        if not self.woodbury:
+            return None
+        n_out = num_outputs(self.problem)
+        d = flat0.size
+        zeros = jnp.zeros((n_out, n_out), flat0.dtype)
+        grams = (zeros, None if all(self.problem.decay_leaves) else zeros)
+        return jnp.zeros((n_out, d), flat0.dtype), grams, jnp.asarray(self.refresh_every, jnp.int32)
+
+    def prepare(self, field, flat0, sigma, state):
         unravel = field.unravel
         scale = self.lam if self.slow else jnp.ones((), flat0.dtype)
-        params0 = unravel(flat0)
-        mask = jax.flatten_util.ravel_pytree(self.problem.decayed(jtu.tree_map(jnp.ones_like, params0)))[0]
+        mask = self._mask(unravel, flat0)
         diag = scale * sigma + self.lam * mask  # D
-        outputs = lambda fl: self._outputs(unravel, fl)
 
         if self.woodbury:
-            z, vjp = jax.vjp(outputs, flat0)
-            n_out = z.size
-            basis = jnp.eye(n_out, dtype=z.dtype).reshape((n_out, *z.shape))
-            (jac,) = jax.vmap(vjp)(basis)  # (N, d), row k = ∂z_k/∂θ
-            _, s_t = self._curvature(z)
-            rows = s_t(jac.reshape((*z.shape, flat0.size))).reshape((n_out, flat0.size))  # B = SᵀJ
+            rows, grams, age = state
+
+            def compute():
+                new_rows = self._rows(unravel, flat0)
+                return new_rows, self._grams(new_rows, mask)
+
+            (rows, grams), refreshed, age = _lagged(self.refresh_every, age, compute, (rows, grams))
+            n_out = rows.shape[0]
+            counts = _add(zero_counts(), num_vjps=jnp.where(refreshed, n_out, 0))
+            # I + B D⁻¹ Bᵀ with D = sσ + λ on decayed, sσ on undecayed parameters.
+            decayed, undecayed = grams
+            k_mat = jnp.eye(n_out, dtype=flat0.dtype) + decayed / (scale * sigma + self.lam)
+            if undecayed is not None:
+                k_mat = k_mat + undecayed / (scale * sigma)
+            chol = jsl.cho_factor(k_mat, lower=True)
             dinv = 1 / diag
-            gram = jnp.eye(n_out, dtype=z.dtype) + (rows * dinv[None, :]) @ rows.T
-            chol = jsl.cho_factor(gram, lower=True)
-            counts = _add(zero_counts(), num_vjps=n_out)
 
             def solve(b, threshold):
                 del threshold
@@ -485,31 +547,23 @@ class GaussNewton(AbstractWMatrix):
                 w = jsl.cho_solve(chol, rows @ t)
                 return t - dinv * (rows.T @ w), jnp.array(True), zero_counts()
 
-            return solve, counts
+            return solve, counts, (rows, grams, age)
 
-        z, jvp = jax.linearize(outputs, flat0)
+        z, jvp = jax.linearize(lambda fl: self._outputs(unravel, fl), flat0)
         vjp = jax.linear_transpose(jvp, flat0)
-        hess, s_t = self._curvature(z)
+        hess, _ = self._curvature(z)
         counts = _add(zero_counts(), num_jvps=1)
-        precond = 1 / diag
-        if self.jacobi == "exact":
-            _, vjp_full = jax.vjp(outputs, flat0)
-            basis = jnp.eye(z.size, dtype=z.dtype).reshape((z.size, *z.shape))
-            (jac,) = jax.vmap(vjp_full)(basis)
-            rows = s_t(jac.reshape((*z.shape, flat0.size))).reshape((z.size, flat0.size))
-            precond = 1 / (diag + jnp.sum(rows**2, axis=0))
-            counts = _add(counts, num_vjps=z.size)
 
         def matvec(v):
             return diag * v + vjp(hess(jvp(v)))[0]
 
         def solve(b, threshold):
             x, ok, steps = conjugate_gradient(
-                matvec, scale * b, precond, self.krylov_tol * scale * sigma * threshold, self.krylov_max_steps
+                matvec, scale * b, 1 / diag, self.krylov_tol * scale * sigma * threshold, self.krylov_max_steps
             )
             return x, ok, _add(zero_counts(), num_jvps=steps, num_vjps=steps, num_krylov_iterations=steps)
 
-        return solve, counts
+        return solve, counts, None
 
 
 def has_gauss_newton(problem: Problem) -> bool:
@@ -593,7 +647,9 @@ class Ros34PW2(diffrax.AbstractAdaptiveSolver):
 
     def init(self, terms, t0, t1, y0, args):
         del t1
-        return jax.flatten_util.ravel_pytree(terms.vf(t0, y0, args))[0]
+        flat0, unravel = jax.flatten_util.ravel_pytree(y0)
+        f0 = jax.flatten_util.ravel_pytree(terms.vf(t0, y0, args))[0]
+        return f0, self.w_matrix.init(FlatField(terms, t0, args, unravel), flat0)
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
@@ -602,17 +658,17 @@ class Ros34PW2(diffrax.AbstractAdaptiveSolver):
         tab = self.tableau
         flat0, unravel = jax.flatten_util.ravel_pytree(y0)
         dtype = flat0.dtype
-        h = (t1 - t0).astype(dtype)
+        h = jnp.asarray(t1 - t0, dtype)
         field_at = lambda t: FlatField(terms, t, args, unravel)
         counts = zero_counts()
 
-        f0 = solver_state
+        f0, w_state = solver_state
         if made_jump is not False:
             f0 = jax.lax.cond(made_jump, lambda: field_at(t0)(flat0), lambda: f0)
             counts = _add(counts, num_vf_evals=jnp.asarray(made_jump).astype(jnp.int32))
 
         sigma = 1 / (h * tab.gamma)
-        solve, spent = self.w_matrix.prepare(field_at(t0), flat0, sigma)
+        solve, spent, w_state = self.w_matrix.prepare(field_at(t0), flat0, sigma, w_state)
         counts = _add(counts, **spent)
         threshold = self.atol + self.rtol * jnp.abs(flat0)
 
@@ -641,7 +697,7 @@ class Ros34PW2(diffrax.AbstractAdaptiveSolver):
         y1 = unravel(flat1)
         coeffs = _dense_coefficients(tab, flat0, us)
         dense_info = dict(coeffs=jax.vmap(unravel)(coeffs))
-        return y1, (unravel(error), counts), dense_info, f1, diffrax.RESULTS.successful
+        return y1, (unravel(error), counts), dense_info, (f1, w_state), diffrax.RESULTS.successful
 
 
 Ros34PW2.__init__.__doc__ = """**Arguments:** `w_matrix`, `rtol`, `atol` (see the class docstring)."""

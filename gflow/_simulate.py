@@ -275,6 +275,7 @@ def simulate(
         horizon = float(t1) / float(lam) if slow else float(t1)
         solver, sharpness = choose_solver(problem, lam, horizon)
         stats_extra["sharpness_estimate"] = jnp.asarray(sharpness, dtype)
+        stats_extra["stiffness_ratio"] = jnp.asarray((sharpness + float(lam)) * horizon, dtype)
 
     if divergence_norm is None:
         divergence_norm = default_divergence_norm(problem)

@@ -328,7 +328,7 @@ SIMULATE_ERRORS = [
     ({"t1": -5.0}, r"t1 must be > 0, got -5\.0"),
     ({"t1": np.inf}, r"t1 must be finite"),
     ({"t1": np.ones((2, 2))}, r"t1 must be a scalar, got shape \(2, 2\)"),
-    ({"solver": "rk4"}, r"^unknown solver 'rk4'; choose one of tsit5, dopri5, kvaerno3, kvaerno5, auto$"),
+    ({"solver": "rk4"}, rf"^unknown solver 'rk4'; choose one of {', '.join(gflow.SOLVER_NAMES)}$"),
     ({"solver": "Tsit5"}, r"unknown solver 'Tsit5'; choose one of"),
     ({"solver": diffrax.Tsit5()}, r"unknown solver Tsit5\(\); choose one of tsit5"),
     ({"time": "ode"}, r"^time must be 'fast' \(ODE time t\) or 'slow' \(tau = lam\*t\), got 'ode'$"),
