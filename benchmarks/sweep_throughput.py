@@ -77,10 +77,16 @@ def timed(fn, repeats: int):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="grid sizes 1 and 4, one repeat")
+    parser.add_argument("--sizes", help="comma-separated grid sizes (default 1,4,16,64,256)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per size (default 3; median reported)")
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "sweep_throughput.json"))
     args = parser.parse_args(argv)
     sizes = (1, 4) if args.quick else (1, 4, 16, 64, 256)
+    if args.sizes:
+        sizes = tuple(int(v) for v in args.sizes.split(","))
     repeats = 1 if args.quick else 3
+    if args.repeats:
+        repeats = args.repeats
 
     rows = []
     for size in sizes:
