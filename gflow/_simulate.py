@@ -53,10 +53,13 @@ AUTO_MAX_DENSE_PARAMS = 500
 
 # W-matrix choice for "ros34pw2" (`choose_w_matrix`): the Woodbury path costs N vector–Jacobian
 # products, O(N²d) to form I + BD⁻¹Bᵀ and O(N³) to factor it per step, and holds N × d and N × N
-# arrays; above these sizes the matrix-free CG path is cheaper. A dense d × d exact Jacobian is
-# formed only for d ≤ AUTO_MAX_DENSE_PARAMS.
-AUTO_MAX_WOODBURY_OUTPUTS = 1500
-AUTO_MAX_WOODBURY_WORK = 2e9  # N²·d
+# arrays, but it is exact and its cost does not depend on the conditioning; CG costs 2 products
+# per iteration. Measured (benchmarks/README.md): Woodbury is ahead at N = 50 (diagonal net,
+# d = 1000), level at N = 80 (matrix completion, d = 800), 10× behind at N = 649 (Musat's
+# network, d = 2816: 0.1–0.4 s per step for the N × N factorisation vs 8–50 ms of CG).
+# A dense d × d exact Jacobian is formed only for d ≤ AUTO_MAX_DENSE_PARAMS.
+AUTO_MAX_WOODBURY_OUTPUTS = 128
+AUTO_MAX_WOODBURY_WORK = 2e8  # N²·d
 
 DEFAULT_NUM_SAVES = 200
 

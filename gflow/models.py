@@ -53,15 +53,16 @@ def _split(key, n):
     return jax.random.split(key, n)
 
 
-def _pair_rows(weight, x, p):
-    """Σ of the columns of `weight` (shape (h, 2p) or (h, p)) selected by token pair `x`.
+def _pair_rows(weight, x, *, concat: bool):
+    """`weight` (h, ·) applied to the encoding of a token pair `x`.
 
-    Integer `x` = (a, b): concatenated one-hots [e_a; e_b] when `weight` has 2p columns, the
-    sum e_a + e_b when it has p. Float `x`: the dense product weight @ x.
+    Integer `x` = (a, b) selects columns: [e_a; e_b] (concatenated one-hots, `weight` of shape
+    (h, 2p)) when `concat`, else e_a + e_b (`weight` of shape (h, p)). Float `x` is the dense
+    encoding itself: weight @ x.
     """
     if jnp.issubdtype(x.dtype, jnp.integer):
-        if weight.shape[-1] == 2 * p:
-            return weight[:, x[0]] + weight[:, p + x[1]]
+        if concat:
+            return weight[:, x[0]] + weight[:, weight.shape[1] // 2 + x[1]]
         return weight[:, x[0]] + weight[:, x[1]]
     return weight @ x.astype(weight.dtype)
 
@@ -345,8 +346,7 @@ class ModularMLP(eqx.Module):
         return cls(w1, jnp.zeros((h,), w1.dtype), w2)
 
     def __call__(self, x):
-        p = self.w1.shape[1] // 2
-        return self.w2 @ jax.nn.relu(_pair_rows(self.w1, x, p) + self.b1)
+        return self.w2 @ jax.nn.relu(_pair_rows(self.w1, x, concat=True) + self.b1)
 
 
 class EmbeddingNet(eqx.Module):
@@ -394,8 +394,7 @@ class EmbeddingNet(eqx.Module):
 
     def hidden(self, x):
         """σ(x E) for one example: the hidden activations H_i."""
-        p = self.embed.shape[0]
-        return jax.nn.relu(_pair_rows(self.embed.T, x, p))
+        return jax.nn.relu(_pair_rows(self.embed.T, x, concat=False))
 
     def __call__(self, x):
         return self.hidden(x) @ self.w

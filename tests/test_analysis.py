@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,7 +81,7 @@ def test_phase_times_on_a_dataset_and_measurements_over_time():
     assert srank[0] == pytest.approx(analysis.stable_rank(model), rel=1e-12)
     assert srank[-1] == pytest.approx(analysis.stable_rank(traj.final), rel=1e-9)
     with pytest.raises(gflow.ProblemError, match="save_params=True"):
-        analysis.over_time(gflow.simulate(problem, 0.01, 1.0, solver="tsit5", saveat=3), analysis.stable_rank)
+        analysis.over_time(eqx.tree_at(lambda tr: tr.params, traj, None), analysis.stable_rank)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +178,10 @@ def test_kernel_predictors_on_problems():
 def test_multiplication_table_kernel_predictor_is_zero_fill_with_symmetric_copy():
     """Lyu Cor. 3.11 / papers.md E3.5: NTK min-norm predictor at θ̄ = (I, I), test MSE ≈ 0.102."""
     problem = tasks.multiplication_table(0)
-    kp = analysis.kernel_predictor(problem)
+    # Features at θ̄ = (I, I), the direction of Lyu's θ0 = (10I, 10I).
+    kp = analysis.kernel_predictor(
+        models.SymmetricFactorisation.init(97), problem.train, problem.test, kind="regression"
+    )
     x, y = np.asarray(problem.train["x"]), np.asarray(problem.train["y"])
     w = np.zeros((97, 97))
     w[x[:, 0], x[:, 1]] = y

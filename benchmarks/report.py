@@ -1,0 +1,202 @@
+"""Markdown tables from `suite.py`'s JSON, and the "## Long horizons" section of benchmarks/README.md.
+
+    python benchmarks/report.py benchmarks/results/long_horizons.json [--readme]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+
+SECTION = "## Long horizons"
+
+
+def _num(x, fmt="{:.3g}"):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return fmt.format(x)
+
+
+def _wall(row):
+    if row.get("status") == "ok":
+        return f"{row['wall_s']:.3g}"
+    if "wall_s_estimate" in row:
+        return f"~{row['wall_s_estimate']:.3g} (est.)"
+    return "–"
+
+
+def _ge(row):
+    if row.get("status") == "ok" or row.get("method") == "gd":
+        ge = row.get("grad_equivalents")
+        prefix = "≥" if row.get("grad_equivalents_note") else ""
+        return prefix + _num(ge, "{:.3g}") if ge is not None else "–"
+    if "grad_equivalents_estimate" in row:
+        return f"~{row['grad_equivalents_estimate']:.3g} (est.)"
+    return "–"
+
+
+def runs_table(result: dict) -> str:
+    lines = [
+        "| problem | λ | method | status | wall [s] | compile [s] | grad-equiv. | steps (rej.) | peak RSS [MB] | "
+        "final θ rel. err | test-loss curve rel. err | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        steps = r.get("num_steps")
+        rej = r.get("num_rejected_steps")
+        steps_s = "–" if steps is None else (f"{steps:.3g}" if rej is None else f"{steps} ({rej})")
+        note = r.get("reason", "") if r.get("status") != "ok" else r.get("grad_equivalents_note", "")
+        if r["method"] == "gd" and "eta" in r:
+            note = (note + "; " if note else "") + f"η = {r['eta']:.3g}"
+        lines.append(
+            f"| {r['problem']} | {r['lam']:g} | {r['method']} | {r.get('status')} | {_wall(r)} | "
+            f"{_num(r.get('compile_s'), '{:.2g}')} | {_ge(r)} | {steps_s} | {_num(r.get('peak_rss_mb'), '{:.0f}')} | "
+            f"{_num(r.get('final_rel_error'), '{:.1e}')} | {_num(r.get('curve_rel_error'), '{:.1e}')} | {note} |"
+        )
+    return "\n".join(lines)
+
+
+def _row(result, problem, lam, method):
+    for r in result["runs"]:
+        if r["problem"] == problem and r["lam"] == lam and r["method"] == method:
+            return r
+    return None
+
+
+def _cost(row, key):
+    """(value, is_estimate) of 'wall' or 'ge' for a row, or (None, False)."""
+    if row is None:
+        return None, False
+    if key == "wall":
+        if row.get("status") == "ok":
+            return row["wall_s"], False
+        return row.get("wall_s_estimate"), True
+    if row.get("status") == "ok" or row["method"] == "gd":
+        return row.get("grad_equivalents"), row.get("status") != "ok"
+    return row.get("grad_equivalents_estimate"), True
+
+
+def speedups_table(result: dict, method: str = "ros34pw2") -> str:
+    lines = [
+        f"| problem | λ | GD grad-equiv. | {method} grad-equiv. | ratio | GD wall [s] | {method} wall [s] | ratio | "
+        f"{method} final err |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for problem in result["problems"]:
+        for lam in result["config"]["lams"]:
+            gd, ros = _row(result, problem, lam, "gd"), _row(result, problem, lam, method)
+            if gd is None or ros is None or ros.get("status") != "ok":
+                continue
+            g_ge, g_ge_est = _cost(gd, "ge")
+            g_w, g_w_est = _cost(gd, "wall")
+            r_ge, r_w = ros["grad_equivalents"], ros["wall_s"]
+            est = lambda flag: " (est.)" if flag else ""
+            lines.append(
+                f"| {problem} | {lam:g} | {_num(g_ge)}{est(g_ge_est)} | {_num(r_ge)} | "
+                f"{_num(g_ge / r_ge if g_ge else None, '{:.3g}×')} | {_num(g_w)}{est(g_w_est)} | {_num(r_w)} | "
+                f"{_num(g_w / r_w if g_w else None, '{:.3g}×')} | {_num(ros.get('final_rel_error'), '{:.1e}')} |"
+            )
+    return "\n".join(lines)
+
+
+def machine_text(result: dict) -> str:
+    m = result["machine"]
+    cfg = result["config"]
+    load = ", ".join(f"{x:.1f}" for x in m.get("load_average_at_start", []))
+    return (
+        f"Machine: {m['cpu']}, {m['cpu_count']} CPU cores, {m['memory_gib']} GiB, {m['platform']}; Python "
+        f"{m['python']}, JAX {m['jax']}, Diffrax {m['diffrax']}, Equinox {m['equinox']}; float64 on "
+        f"{', '.join(m['devices'])}. Load average at start: {load}. Run {cfg['started']} – {cfg.get('finished', '?')}; "
+        f"t1 = 10/λ; ODE tolerances rtol {cfg['rtol']:g}, atol {cfg['atol']:g} (`ros34pw2@1e-4`: rtol "
+        f"{cfg['loose_rtol']:g}); median of {cfg['repeats']} timed calls after the compiling one; budget "
+        f"{cfg['budget_s']:.0f} s per run before a row is estimated."
+    )
+
+
+def problems_text(result: dict) -> str:
+    lines = ["| problem | parameters d | outputs N | loss | sharpness at θ0 → max (λ = smallest) |", "|---|---|---|---|---|"]
+    lam_min = min(result["config"]["lams"])
+    for name, info in result["problems"].items():
+        ref = result["references"].get(f"{name}@{lam_min:g}", {})
+        lines.append(
+            f"| {name} | {info['params']} | {info['outputs']} | {info['loss']} | "
+            f"{_num(ref.get('sharpness_0'))} → {_num(ref.get('sharpness_max'))} |"
+        )
+    return "\n".join(lines)
+
+
+def references_text(result: dict) -> str:
+    lines = ["| problem @ λ | reference (ROS34PW2) | steps | wall [s] | independent check | rel. difference |",
+             "|---|---|---|---|---|---|"]
+    for key, ref in result["references"].items():
+        check = ref.get("check")
+        chk = f"{check['solver']} rtol {check['rtol']:g}" if check else "–"
+        diff = _num(check.get("final_rel_diff"), "{:.1e}") if check else "–"
+        lines.append(f"| {key} | rtol {ref['rtol']:g} | {ref['num_steps']} | {ref['wall_s']:.3g} | {chk} | {diff} |")
+    return "\n".join(lines)
+
+
+def section(result: dict, summary: str = "") -> str:
+    parts = [
+        SECTION,
+        "",
+        "`python benchmarks/suite.py` (the whole grid; `--quick` is the smoke run the tests use). Written by "
+        "`benchmarks/report.py` from `results/long_horizons.json`.",
+        "",
+        machine_text(result),
+        "",
+    ]
+    if summary:
+        parts += [summary, ""]
+    parts += [
+        "### Problems",
+        "",
+        problems_text(result),
+        "",
+        "### ROS34PW2 against gradient descent at its stable step",
+        "",
+        speedups_table(result),
+        "",
+        "### Every run",
+        "",
+        "Memory is the peak resident set of the run's own process (JAX's CPU client has no device-memory "
+        "statistics; the process holds the JAX runtime, ≈ 300–400 MB before any solve). Grad-equivalents count "
+        "∇F, JVPs and VJPs as 1 and HVPs as 2; for Kvaerno5 they are a lower bound (Diffrax does not report its "
+        "Newton iterations). \"est.\" rows did not run to t1 within the budget: gradient descent's time is its "
+        "step count times the measured time per step, an ODE solver's is extrapolated linearly in t from how "
+        "far it got.",
+        "",
+        runs_table(result),
+        "",
+        "### References",
+        "",
+        references_text(result),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def update_readme(result: dict, path: Path, summary: str = "") -> None:
+    """Replace (or append) the "## Long horizons" section; every other section stays as it is."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    new = section(result, summary).rstrip() + "\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
+    if start is None:
+        path.write_text(text.rstrip() + "\n\n" + new)
+        return
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rest = "".join(lines[end:])
+    path.write_text("".join(lines[:start]) + new + ("\n" + rest if rest else ""))
+
+
+if __name__ == "__main__":
+    data = json.loads(Path(sys.argv[1]).read_text())
+    if "--readme" in sys.argv:
+        update_readme(data, Path(__file__).resolve().parent / "README.md")
+    else:
+        print(section(data))
