@@ -37,6 +37,13 @@ class SweepStoreError(ValueError):
 
 STORE_FORMAT = 1
 
+# Default members per compiled call and CPU device (`sweep(chunk_size=None)`). A vmapped adaptive
+# solve steps every member until the slowest one ends, and on a CPU each member's step costs about
+# as much batched as alone, apart from the per-step overhead that batching amortises: chunks of a
+# few members keep most of that saving while wasting little on members that finish early
+# (benchmarks/README.md, "Sweep throughput").
+CPU_CHUNK_SIZE = 8
+
 
 def log_range(spec: str) -> np.ndarray:
     """Parse a grid: `"a:b:n"` is n log-spaced values from a to b inclusive (`"1e-4:1e-2:3"`
@@ -214,9 +221,13 @@ def sweep(
 
     **Other arguments:**
 
-    - `chunk_size`: members per compiled call (default: the whole grid). The last chunk is padded
-      to the same shape, so there is one compilation per sweep. Rounded up to a multiple of the
-      number of devices.
+    - `chunk_size`: members per compiled call. The last chunk is padded to the same shape, so
+      there is one compilation per sweep; rounded up to a multiple of the number of devices.
+      Default (`None`): the whole grid on accelerators (a batched step costs about as much as a
+      single one there); on CPU, `CPU_CHUNK_SIZE` members per device, because a vmapped adaptive
+      solve runs every member of a call until its slowest member ends and a CPU pays for each
+      member's step, so small chunks of similar members waste least. Members are ordered λ-major
+      (then seed, then α), so a chunk holds neighbouring λ values of similar stiffness.
     - `store`: a directory path. Each finished chunk is written there (Zarr, through xarray)
       before the next starts; running the same sweep again skips finished chunks, so a killed
       sweep resumes without redoing or corrupting work. A store made by a different sweep
@@ -302,7 +313,10 @@ def sweep(
 
     devices = list(jax.devices() if devices is None else devices)
     n_dev = len(devices)
-    chunk = n_members if chunk_size is None else min(chunk_size, n_members)
+    if chunk_size is None:
+        on_cpu = all(d.platform == "cpu" for d in devices)
+        chunk_size = CPU_CHUNK_SIZE * n_dev if on_cpu else n_members
+    chunk = min(chunk_size, n_members)
     chunk = int(math.ceil(chunk / n_dev) * n_dev)
     n_chunks = int(math.ceil(n_members / chunk))
 
