@@ -72,6 +72,49 @@ def plot_trajectory(traj: Trajectory, *, phases: PhaseTimes | None = None, title
     return fig
 
 
+def plot_singular_values(ts, singular_values, *, reference=None, lam=None, ax=None, log_y: bool = False, title=None):
+    """Singular values of a matrix against log ODE time t, one line per index (largest first).
+
+    - `ts`: save times t, shape (T,); t ≤ 0 and non-finite values are left out (log axis).
+    - `singular_values`: shape (T, k), column i the (i+1)-th largest singular value over time.
+    - `reference`: target singular values (e.g. σ⋆ of the ground truth), drawn as dashed
+      horizontal lines in the colours of the first `len(reference)` curves.
+    - `lam`: weight decay λ > 0; marks t = 1/λ with a dotted vertical line.
+    - `log_y`: logarithmic singular-value axis (default linear, as in Boursier et al. Fig. 2).
+
+    Draws into `ax` (default: a new figure) and returns the matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    t = np.asarray(ts, float)
+    s = np.asarray(singular_values, float)
+    if s.ndim != 2 or s.shape[0] != t.shape[0]:
+        raise ValueError(f"singular_values must have shape (len(ts), k) = ({t.shape[0]}, k), got {s.shape}")
+    if ax is None:
+        ax = plt.figure(figsize=(6, 4), layout="constrained").subplots()
+    keep = t > 0
+    colors = plt.cm.tab10(np.arange(s.shape[1]) % 10)
+    for i in range(s.shape[1]):
+        ax.plot(t[keep], s[keep, i], color=colors[i], lw=1.3, label=f"σ{i + 1}" if s.shape[1] <= 10 else None)
+    if reference is not None:
+        for i, value in enumerate(np.atleast_1d(np.asarray(reference, float))):
+            ax.axhline(value, color=colors[i % len(colors)], ls="--", lw=1, alpha=0.7)
+        ax.plot([], [], color="0.4", ls="--", lw=1, label="reference σ⋆")
+    if lam is not None and lam > 0:
+        ax.axvline(1.0 / lam, color="0.5", lw=1, ls=":")
+        ax.text(1.0 / lam, 1.0, " t = 1/λ", transform=ax.get_xaxis_transform(), va="top", color="0.4")
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("t (ODE time, log scale)")
+    ax.set_ylabel("singular values")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, ncol=2, loc="best")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def plot_sweep(ds, *, metric: str = "test_loss", alpha=None, title: str | None = None, fig=None):
     """A metric against slow time τ = λt (log scale), one line per λ: the collapse plot.
 
@@ -111,4 +154,88 @@ def plot_sweep(ds, *, metric: str = "test_loss", alpha=None, title: str | None =
     n_seeds = ds.sizes.get("seed", 1)
     ax.legend(title=f"median of {n_seeds} seed{'s' if n_seeds > 1 else ''}", fontsize=9)
     fig.suptitle(title or f"{metric.replace('_', ' ')} against slow time, one line per λ")
+    return fig
+
+
+def plot_fourier(*embeddings, labels=None, title: str | None = None, fig=None):
+    r"""Musat's three Fourier measurements (§7, Fig. 6) of token embeddings, per frequency.
+
+    Each embedding E is a (p, d) matrix whose row j is token j's vector, or a model with `.embed`;
+    F_k = (1/p)Σ_j e^{−2πijk/p} E_j for k = 1 … ⌊(p−1)/2⌋ (`gflow.analysis.fourier_coefficients`).
+    Bars are grouped by k, one colour per embedding (typically `plot_fourier(E_init, E_final)`):
+
+    - top left: ‖Re F_k‖ (solid) and ‖Im F_k‖ (hatched), each divided by the mean of the 2K norms
+      of its embedding — equal bars mean round circles of one size;
+    - top centre: |cos∠(Re F_k, Im F_k)| — 0 when each circle spans two orthogonal directions;
+    - top right: cos∠(|Re F_k|, |Im F_k|) (absolute values over the hidden units) within k, with
+      the mean over pairs of different frequencies as a dashed line — within ≫ across when each
+      circle uses its own hidden units (`gflow.analysis.FourierMeasures`);
+    - bottom row, one per embedding: the 2K × 2K matrix of those cosines between all vectors
+      |Re F_1|, |Im F_1|, |Re F_2|, … (2 × 2 blocks on the diagonal = one frequency).
+
+    `labels`: one per embedding (default "initial", "final" for two, else "E0", "E1", …).
+    `fig`: a Figure or SubFigure to draw into. Returns it (a new Figure by default).
+    """
+    import matplotlib.pyplot as plt
+
+    from .analysis import fourier_coefficients, fourier_measures
+
+    if not embeddings:
+        raise ValueError("plot_fourier needs at least one embedding, e.g. plot_fourier(E_init, E_final)")
+    if labels is None:
+        labels = ("initial", "final") if len(embeddings) == 2 else tuple(f"E{i}" for i in range(len(embeddings)))
+    if len(labels) != len(embeddings):
+        raise ValueError(f"got {len(embeddings)} embeddings but {len(labels)} labels")
+    coeffs = [fourier_coefficients(e) for e in embeddings]
+    if len({c.shape[0] for c in coeffs}) != 1:
+        raise ValueError("the embeddings must have the same number of tokens p")
+    measures = [fourier_measures(e) for e in embeddings]
+    n = len(embeddings)
+    k = measures[0].frequencies
+    width = 0.8 / n
+    colors = plt.cm.tab10(np.arange(n) % 10)
+
+    if fig is None:
+        fig = plt.figure(figsize=(max(12, 4 * n), 8), layout="constrained")
+    grid = fig.add_gridspec(2, max(3, n), height_ratios=(1, 1.1))
+    ax_norm, ax_cos, ax_abs = (fig.add_subplot(grid[0, i]) for i in range(3))
+    for i, (c, m, label, color) in enumerate(zip(coeffs, measures, labels, colors)):
+        nre, nim = np.linalg.norm(c.real, axis=1), np.linalg.norm(c.imag, axis=1)
+        scale = np.mean(np.concatenate([nre, nim]))
+        x = k + (i - (n - 1) / 2) * width
+        ax_norm.bar(x - width / 4, nre / scale, width / 2, color=color, label=f"{label}: Re (norm CV {m.norm_cv:.3f})")
+        ax_norm.bar(x + width / 4, nim / scale, width / 2, color=color, hatch="///", alpha=0.6, label=f"{label}: Im")
+        ax_cos.bar(x, m.cos, width, color=color, label=f"{label} (mean {m.mean_cos:.3f})")
+        ax_abs.bar(x, m.within, width, color=color, label=f"{label} within k (mean {m.mean_within:.2f})")
+        ax_abs.axhline(m.across, color=color, ls="--", lw=1.2, label=f"{label} across k ({m.across:.2f})")
+    # Zoom in: the spread of the radii (a few per cent) is the measurement, so the axis starts above 0.
+    tops = np.array([b.get_height() for b in ax_norm.patches])
+    spread = max(tops.max() - tops.min(), 1e-3)
+    ax_norm.set_ylim(max(0.0, tops.min() - 1.5 * spread), tops.max() + 1.5 * spread)
+    ax_norm.set_ylabel("‖Re F_k‖, ‖Im F_k‖ / mean over k (axis not from 0)")
+    ax_cos.set_ylabel("|cos∠(Re F_k, Im F_k)|")
+    ax_abs.set_ylabel("cos∠(|Re F_k|, |Im F_k|)")
+    ax_norm.set_title("circle radii (aspect ratio, size)")
+    ax_cos.set_title("orthogonality of the circle's plane")
+    ax_abs.set_title("hidden units used per frequency")
+    for ax in (ax_norm, ax_cos, ax_abs):
+        ax.set_xlabel("frequency k")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+        if k.size <= 25:
+            ax.set_xticks(k)
+        ax.tick_params(axis="x", labelsize=7)
+
+    for i, (c, label) in enumerate(zip(coeffs, labels)):
+        a = np.abs(np.stack([c.real, c.imag], axis=1).reshape(2 * k.size, -1))  # rows |Re F_1|, |Im F_1|, ...
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        ax = fig.add_subplot(grid[1, i])
+        im = ax.imshow(a @ a.T, vmin=0, vmax=1, cmap="viridis")
+        ticks = np.arange(0, k.size, max(1, k.size // 6))
+        ax.set_xticks(2 * ticks + 0.5, k[ticks])
+        ax.set_yticks(2 * ticks + 0.5, k[ticks])
+        ax.set_xlabel("frequency k (|Re F_k|, |Im F_k|)")
+        ax.set_title(f"{label}: cos∠ between |Re F_k|, |Im F_k|", fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(title or "Fourier features of the embedding (Musat §7)")
     return fig
