@@ -42,7 +42,7 @@ Sizes:
 - default (quick): p = 23, h = 128, **90%** of the 529 pairs for training (476; 53 test
   pairs, so test accuracy moves in steps of 1/53), α ∈ {1, 10, 100} as in the paper, but
   **λ ten times larger** (a, b: 1e-3; c: {1, 3, 10, 30}×1e-3) so that the transition comes by
-  t ≈ 10⁴. 9.4 minutes of CPU time (18 minutes wall on a 2-core machine at load 8).
+  t ≈ 10⁴. 9 minutes of CPU time (10 minutes wall on a 2-core machine at load 2–4).
 - `--smoke`: p = 11, h = 32, t ≤ 400 (seconds after compilation).
 
 Choices the paper does not fix for the quick size (papers.md §10): p, width, train fraction
