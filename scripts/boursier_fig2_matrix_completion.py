@@ -46,14 +46,14 @@ gflow-runs/boursier-fig2-matrix-completion-<timestamp>).
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
 
 
 NAME = "boursier_fig2_matrix_completion"
@@ -222,7 +222,7 @@ def run(out: pathlib.Path, *, size: str = "quick", loss: str = "sum", echo=print
         two_nuclear_star=2 * nuclear_star, completion_relative_error=completion_error,
         completion_nuclear_norm=completion.nuclear_norm, t_fit=t_fit, t_test_half=t_half, t_test_drop=t_drop,
         test_plateau=plateau, rtol=str(cfg["rtol"]), atol=str(cfg["atol"]), wall_s=elapsed,
-        jax_version=jax.__version__, device=str(jax.devices()[0]), python=platform.python_version(),
+        **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
     ds.to_netcdf(data, engine="scipy")
@@ -231,27 +231,15 @@ def run(out: pathlib.Path, *, size: str = "quick", loss: str = "sum", echo=print
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--smoke", action="store_true", help="10×10, loose tolerances (seconds after compilation)")
-    which.add_argument("--full", action="store_true", help="20×20 (the paper's size), t1 = 1e5, tight tolerances")
+    parser = _figure.parser(
+        __doc__, NAME,
+        smoke="10×10, loose tolerances (seconds after compilation)",
+        full="20×20 (the paper's size), t1 = 1e5, tight tolerances",
+    )
     parser.add_argument("--loss", choices=("sum", "mean"), default="sum", help="normalisation of F (default: sum)")
-    parser.add_argument("--out", help="output folder (default: gflow-runs/boursier-fig2-matrix-completion-<timestamp>)")
     args = parser.parse_args(argv)
-    size = "smoke" if args.smoke else "full" if args.full else "quick"
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"{NAME.replace('_', '-')}-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size=size, loss=args.loss)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size = _figure.size(args)
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size=size, loss=args.loss))
 
 
 if __name__ == "__main__":

@@ -44,15 +44,15 @@ folder gflow-runs/boursier-fig3-relu-regression-<timestamp>).
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import math
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
 
 
 NAME = "boursier_fig3_relu_regression"
@@ -274,7 +274,7 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
         convention="F = (1/2n) sum (f(x_i) - y_i)^2, F_lam = F + (lam/2)||theta||^2, t = sum of GD steps",
         teacher="ReLU(x+1) - 2 ReLU(x) + 1.5 ReLU(x-1)", kink_threshold=1e-3, kink_merge=MERGE,
         max_kinks=n_max, total_steps=steps, t_fit=t_fit, wall_s=elapsed,
-        jax_version=jax.__version__, device=str(jax.devices()[0]), python=platform.python_version(),
+        **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
     ds.to_netcdf(data, engine="scipy")
@@ -283,26 +283,14 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--smoke", action="store_true", help="t1 = 1e4, η = 1/sharpness (seconds after compilation)")
-    which.add_argument("--full", action="store_true", help="t1 = 1e6, η = 0.2/sharpness")
-    parser.add_argument("--out", help="output folder (default: gflow-runs/boursier-fig3-relu-regression-<timestamp>)")
+    parser = _figure.parser(
+        __doc__, NAME,
+        smoke="t1 = 1e4, η = 1/sharpness (seconds after compilation)",
+        full="t1 = 1e6, η = 0.2/sharpness",
+    )
     args = parser.parse_args(argv)
-    size = "smoke" if args.smoke else "full" if args.full else "quick"
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"{NAME.replace('_', '-')}-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size=size)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size = _figure.size(args)
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size=size))
 
 
 if __name__ == "__main__":

@@ -38,14 +38,14 @@ gflow-runs/boursier-fig4-diagonal-sparse-<timestamp>).
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
 
 
 NAME = "boursier_fig4_diagonal_sparse"
@@ -185,7 +185,7 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
         loss="F = 0.5 * mean((<beta, x_i> - y_i)^2)", l1_norm_min=l1, two_l1_norm_min=2 * l1,
         l1_recovery_error=recovery, t_fit=t_fit, t_test_half=t_half, t_close_l1=t_close, test_plateau=plateau,
         rtol=str(cfg["rtol"]), atol=str(cfg["atol"]), wall_s=elapsed,
-        jax_version=jax.__version__, device=str(jax.devices()[0]), python=platform.python_version(),
+        **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
     ds.to_netcdf(data, engine="scipy")
@@ -194,26 +194,14 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--smoke", action="store_true", help="40 saves, rtol 1e-6 (seconds after compilation)")
-    which.add_argument("--full", action="store_true", help="n = 100, d = 500, k = 5, t1 = 1e6")
-    parser.add_argument("--out", help="output folder (default: gflow-runs/boursier-fig4-diagonal-sparse-<timestamp>)")
+    parser = _figure.parser(
+        __doc__, NAME,
+        smoke="40 saves, rtol 1e-6 (seconds after compilation)",
+        full="n = 100, d = 500, k = 5, t1 = 1e6",
+    )
     args = parser.parse_args(argv)
-    size = "smoke" if args.smoke else "full" if args.full else "quick"
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"{NAME.replace('_', '-')}-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size=size)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size = _figure.size(args)
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size=size))
 
 
 if __name__ == "__main__":

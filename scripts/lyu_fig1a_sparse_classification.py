@@ -61,16 +61,16 @@ Writes `lyu_fig1a_sparse_classification.png` and `.nc` (xarray, `engine="scipy"`
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
 import math
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
 
 
 NAME = "lyu_fig1a_sparse_classification"
@@ -281,8 +281,6 @@ def plot(ds, refs, meas, cfg, solver, path):
 
 
 def to_dataset(ds, refs, meas, cfg, solver):
-    import jax
-
     out = ds.drop_vars([v for v in ds.data_vars if v.startswith("stats_")] + ["ok"])
     out = out.assign(
         ok=ds["ok"].astype("int8"),  # NetCDF3 has no booleans
@@ -311,9 +309,7 @@ def to_dataset(ds, refs, meas, cfg, solver):
         "convention": "F_lam = mean logistic loss + (lam/2)*||theta||^2, dtheta/dt = -grad F_lam",
         "t90_definition": f"first save time from which test accuracy stays >= {GENERALISED}",
         "plateau_definition": f"median test accuracy over t in [1, (1 - {KERNEL_C}) ln(alpha)/lam]",
-        "jax_version": jax.__version__,
-        "device": str(jax.devices()[0]),
-        "python": platform.python_version(),
+        **_figure.provenance(),
     }
     return out
 
@@ -377,29 +373,18 @@ def _ints(text):
 def main(argv=None) -> int:
     import gflow
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--smoke", action="store_true", help="tiny size (seconds after compilation)")
-    size.add_argument("--full", action="store_true", help="the paper's size: d = 1e5, n = 256, α = 128, λ = 1e-3 (GPU)")
+    parser = _figure.parser(
+        __doc__, NAME,
+        smoke="tiny size (seconds after compilation)",
+        full="the paper's size: d = 1e5, n = 256, α = 128, λ = 1e-3 (GPU)",
+    )
     parser.add_argument("--alphas", help="comma-separated initial norms α (overrides the size's)")
     parser.add_argument("--seeds", help="comma-separated seeds (overrides the size's)")
     parser.add_argument("--solver", choices=gflow.SOLVER_NAMES, help=f"gflow solver, or 'auto' (default {SOLVER})")
-    parser.add_argument("--out", help=f"output folder (default: a new gflow-runs/{NAME}-<timestamp>)")
     args = parser.parse_args(argv)
-    cfg = config("smoke" if args.smoke else "full" if args.full else "quick",
+    cfg = config(_figure.size(args),
                  alphas=_floats(args.alphas), seeds=_ints(args.seeds), solver=args.solver)
-    if args.out is None:
-        out = pathlib.Path("gflow-runs") / f"{NAME}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, cfg)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, cfg))
 
 
 if __name__ == "__main__":

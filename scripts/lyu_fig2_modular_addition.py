@@ -67,16 +67,16 @@ Writes `lyu_fig2_modular_addition.png` and `.nc` (xarray, `engine="scipy"`) into
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime
 import math
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
 
 
 NAME = "lyu_fig2_modular_addition"
@@ -316,7 +316,7 @@ def run(out: pathlib.Path, size: Size, *, echo=print) -> dict:
         schedule_c=describe(size.schedule_c), schedule_b=describe(size.schedule_b),
         steps_c=int(ds_c["step"].values[-1]), steps_b=int(ds_b["step"].values[-1]), lam_a=size.lam_a, key=KEY,
         grok_accuracy=GROK_ACCURACY, half_accuracy=HALF_ACCURACY, fit_accuracy=FIT_ACCURACY,
-        jax_version=jax.__version__, device=str(jax.devices()[0]), python=platform.python_version(),
+        **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
     ds.to_netcdf(data, engine="scipy")
@@ -391,26 +391,14 @@ def plot(ds_c, ds_b, size: Size, n_train: int, n_test: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="p = 11, width 32, 2000 steps (seconds)")
-    group.add_argument("--full", action="store_true", help="the paper's size (GPU hours)")
-    parser.add_argument("--out", help=f"output folder (default: a new gflow-runs/{NAME}-<timestamp>)")
+    parser = _figure.parser(
+        __doc__, NAME,
+        smoke="p = 11, width 32, 2000 steps (seconds)",
+        full="the paper's size (GPU hours)",
+    )
     args = parser.parse_args(argv)
-    size = SIZES["smoke" if args.smoke else "full" if args.full else "quick"]
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"{NAME}-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size = SIZES[_figure.size(args)]
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size))
 
 
 if __name__ == "__main__":

@@ -63,13 +63,10 @@ Writes `lyu_fig3_matrix_completion.png` and `.nc` (xarray, `engine="scipy"`) int
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime
 import math
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -79,6 +76,9 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
 
 
 NAME = "lyu_fig3_matrix_completion"
@@ -387,7 +387,7 @@ def run(out: pathlib.Path, size: Size, *, solver: str = "tsit5", echo=print) -> 
         "F = mean((W_ij - y)^2) (Lyu's MSELoss), lam = paper weight decay, t = eta*step",
         size=size.name, d=d, fraction=size.fraction, alpha=ALPHA, lam=lam, tau1=size.tau1, seed=SEED,
         solver=solver, result=traj.message, num_steps=int(traj.stats["num_steps"]),
-        jax_version=jax.__version__, device=str(jax.devices()[0]), python=platform.python_version(),
+        **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
     ds.to_netcdf(data, engine="scipy")
@@ -486,27 +486,11 @@ def plot(t, traj, summary, refs, lam, top_eig, final_eig, reg_eig, star_eig, siz
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="d = 16, λ = 1e-2 (seconds)")
-    group.add_argument("--full", action="store_true", help="the paper's run: d = 97, λ = 1e-4")
+    parser = _figure.parser(__doc__, NAME, smoke="d = 16, λ = 1e-2 (seconds)", full="the paper's run: d = 97, λ = 1e-4")
     parser.add_argument("--solver", default="tsit5", help="gflow solver name (default tsit5; see the docstring)")
-    parser.add_argument("--out", help=f"output folder (default: a new gflow-runs/{NAME}-<timestamp>)")
     args = parser.parse_args(argv)
-    size = SIZES["smoke" if args.smoke else "full" if args.full else "quick"]
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"{NAME}-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size, solver=args.solver)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size = SIZES[_figure.size(args)]
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size, solver=args.solver))
 
 
 if __name__ == "__main__":

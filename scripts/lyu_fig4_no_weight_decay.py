@@ -56,16 +56,16 @@ Writes `lyu_fig4_no_weight_decay.png` and `.nc` (xarray, `engine="scipy"`) into 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime
 import math
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
 
 
 NAME = "lyu_fig4_no_weight_decay"
@@ -245,7 +245,7 @@ def run(out: pathlib.Path, size: Size, *, echo=print) -> dict:
         "cross-entropy L, stage 2 GD on log L (dtheta/ds = -grad L / L, dt = ds / L); t = continuous GF time",
         size=size.name, p=size.p, width=size.width, train_fraction=size.fraction, n_train=n_train, n_test=n_test,
         lr1=size.lr1, steps1=size.steps1, lr2=size.lr2, steps2=size.steps2, key=KEY,
-        jax_version=jax.__version__, device=str(jax.devices()[0]), python=platform.python_version(),
+        **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
     ds.to_netcdf(data, engine="scipy")
@@ -301,26 +301,10 @@ def plot(log10_t, train_acc, test_acc, margin, norm, log_loss, stage, size, n_tr
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="p = 11, width 32 (seconds)")
-    group.add_argument("--full", action="store_true", help="the paper's size (GPU)")
-    parser.add_argument("--out", help=f"output folder (default: a new gflow-runs/{NAME}-<timestamp>)")
+    parser = _figure.parser(__doc__, NAME, smoke="p = 11, width 32 (seconds)", full="the paper's size (GPU)")
     args = parser.parse_args(argv)
-    size = SIZES["smoke" if args.smoke else "full" if args.full else "quick"]
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"{NAME}-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size = SIZES[_figure.size(args)]
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size))
 
 
 if __name__ == "__main__":

@@ -45,15 +45,17 @@ solution dashed) and `musat_fig1_single_sample.nc` (xarray, dims (lam, time)) in
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import math
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
+
+NAME = "musat_fig1_single_sample"
 
 
 LAMS = (0.01, 0.1, 0.2)  # Musat's λ_M, which is also gflow's λ (see the docstring)
@@ -299,9 +301,7 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
             "grok_threshold": GROK_THRESHOLD,
             "grok_loglog_slope": fit.slope,
             "size": size,
-            "jax_version": jax.__version__,
-            "device": str(jax.devices()[0]),
-            "python": platform.python_version(),
+            **_figure.provenance(),
         },
     )
     data = out / "musat_fig1_single_sample.nc"
@@ -311,26 +311,14 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="few save points (seconds)")
-    group.add_argument("--full", action="store_true", help="many save points (the toy is already the paper's size)")
-    parser.add_argument("--out", help="output folder (default: a new gflow-runs/musat-fig1-single-sample-<timestamp>)")
+    parser = _figure.parser(
+        __doc__, "musat_fig1_single_sample",
+        smoke="few save points (seconds)",
+        full="many save points (the toy is already the paper's size)",
+    )
     args = parser.parse_args(argv)
-    size = "smoke" if args.smoke else "full" if args.full else "quick"
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"musat-fig1-single-sample-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size=size)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size = _figure.size(args)
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size=size))
 
 
 if __name__ == "__main__":

@@ -35,15 +35,17 @@ projected onto the plane, (c) distance to (1, 1, 1) and to the plane against log
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import math
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
+
+NAME = "musat_fig2_three_numbers"
 
 
 INITS = ((-1.0, 1.0, 2.0), (2.5, -1.0, 0.5), (-2.0, 0.5, -1.5), (1.5, 0.5, -2.5))
@@ -285,9 +287,7 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
             "convention": "Musat L = (y_hat - y)^2 + lam ||w||^2 is gflow 2 F_lam: gflow lam = Musat lam, t = 2 t_M",
             "solver": f"tsit5, rtol {RTOL}, atol {ATOL}",
             "size": size,
-            "jax_version": jax.__version__,
-            "device": str(jax.devices()[0]),
-            "python": platform.python_version(),
+            **_figure.provenance(),
         },
     )
     data = out / "musat_fig2_three_numbers.nc"
@@ -297,26 +297,14 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="few save points (seconds)")
-    group.add_argument("--full", action="store_true", help="many save points (the toy is already the paper's size)")
-    parser.add_argument("--out", help="output folder (default: a new gflow-runs/musat-fig2-three-numbers-<timestamp>)")
+    parser = _figure.parser(
+        __doc__, "musat_fig2_three_numbers",
+        smoke="few save points (seconds)",
+        full="many save points (the toy is already the paper's size)",
+    )
     args = parser.parse_args(argv)
-    size = "smoke" if args.smoke else "full" if args.full else "quick"
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"musat-fig2-three-numbers-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size=size)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size = _figure.size(args)
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size=size))
 
 
 if __name__ == "__main__":

@@ -48,18 +48,20 @@ magnified views and |cos| against distance) and `musat_fig3_landscapes.nc` into 
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import functools
 import math
 import pathlib
-import platform
 import sys
 import time
 
 import equinox as eqx
 import jax
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
+
+NAME = "musat_fig3_landscapes"
 
 
 LAM = 0.02  # Musat's λ_M = gflow's λ (our choice; the paper's is not given)
@@ -415,9 +417,7 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
             "solver": f"tsit5, rtol {RTOL}, atol {ATOL}",
             "foot_x0_abc": FOOT_X0,
             "size": size,
-            "jax_version": jax.__version__,
-            "device": str(jax.devices()[0]),
-            "python": platform.python_version(),
+            **_figure.provenance(),
         },
     )
     data = out / "musat_fig3_landscapes.nc"
@@ -427,26 +427,14 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="few save points and distances (seconds)")
-    group.add_argument("--full", action="store_true", help="more save points (the toys are already the paper's size)")
-    parser.add_argument("--out", help="output folder (default: a new gflow-runs/musat-fig3-landscapes-<timestamp>)")
+    parser = _figure.parser(
+        __doc__, "musat_fig3_landscapes",
+        smoke="few save points and distances (seconds)",
+        full="more save points (the toys are already the paper's size)",
+    )
     args = parser.parse_args(argv)
-    size = "smoke" if args.smoke else "full" if args.full else "quick"
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"musat-fig3-landscapes-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size=size)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size = _figure.size(args)
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size=size))
 
 
 if __name__ == "__main__":

@@ -54,15 +54,17 @@ losses, accuracies, ‖θ‖, `cos`, the projection point's loss and residual no
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import pathlib
-import platform
 import sys
 import time
 
 import equinox as eqx
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
+
+NAME = "musat_fig5_alignment"
 
 
 P = 11  # modulus n
@@ -272,9 +274,7 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
         step_test_loss_drop_10=lo_l,
         step_test_loss_drop_90=hi_l,
         tau="tau = lam_g * t = weight_decay * lr * step",
-        jax_version=jax.__version__,
-        device=str(jax.devices()[0]),
-        python=platform.python_version(),
+        **_figure.provenance(),
     )
     fig = plot(ds, size=size)
     png = out / "musat_fig5_alignment.png"
@@ -355,26 +355,14 @@ def plot(ds, *, size: str):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="2 seeds, 3000 steps (seconds)")
-    group.add_argument("--full", action="store_true", help="5 seeds, 100 000 steps, cosine every 50 steps")
-    parser.add_argument("--out", help="output folder (default: a new gflow-runs/musat-fig5-alignment-<timestamp>)")
+    parser = _figure.parser(
+        __doc__, "musat_fig5_alignment",
+        smoke="2 seeds, 3000 steps (seconds)",
+        full="5 seeds, 100 000 steps, cosine every 50 steps",
+    )
     args = parser.parse_args(argv)
-    size = "smoke" if args.smoke else "full" if args.full else "quick"
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"musat-fig5-alignment-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size=size)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size = _figure.size(args)
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size=size))
 
 
 if __name__ == "__main__":

@@ -42,14 +42,16 @@ Writes `musat_fig6_embedding_dynamics.png` and `musat_fig6_embedding_dynamics.nc
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
+
+NAME = "musat_fig6_embedding_dynamics"
 
 
 TRAIN_FRACTION = 0.7
@@ -162,9 +164,7 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
         tau_convention="tau = 2*lam_M*t_M (Musat) = lam*t (gflow); Musat step = tau/eta",
         tau_test_half=crossing(ts, mean_test, 0.5),
         tau_test_99=crossing(ts, mean_test, 0.99),
-        jax_version=jax.__version__,
-        device=str(jax.devices()[0]),
-        python=platform.python_version(),
+        **_figure.provenance(),
     )
     fig = plot(ds, size=size)
     png = out / "musat_fig6_embedding_dynamics.png"
@@ -243,28 +243,14 @@ def plot(ds, *, size: str):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="p = 23, d_h = 256, 2 seeds, τ ≤ 2.5 (seconds)")
-    group.add_argument("--full", action="store_true", help="the paper's run: p = 37, 5 seeds, τ ≤ 5")
-    parser.add_argument(
-        "--out", help="output folder (default: a new gflow-runs/musat-fig6-embedding-dynamics-<timestamp>)"
+    parser = _figure.parser(
+        __doc__, "musat_fig6_embedding_dynamics",
+        smoke="p = 23, d_h = 256, 2 seeds, τ ≤ 2.5 (seconds)",
+        full="the paper's run: p = 37, 5 seeds, τ ≤ 5",
     )
     args = parser.parse_args(argv)
-    size = "smoke" if args.smoke else "full" if args.full else "quick"
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"musat-fig6-embedding-dynamics-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size=size)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size = _figure.size(args)
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size=size))
 
 
 if __name__ == "__main__":

@@ -17,14 +17,16 @@ gflow-runs/slow-flow-convergence-<timestamp>).
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
+
+NAME = "slow_flow_convergence"
 
 
 LAMS = (1e-1, 1e-2, 1e-3, 1e-4)
@@ -125,9 +127,7 @@ def run(out: pathlib.Path, *, smoke: bool, echo=print) -> dict:
         full_solver="kvaerno5, rtol 1e-11, atol 1e-13, saved at t = tau/lam",
         flow_limit_t=float(limit.t),
         smoke=int(smoke),
-        jax_version=jax.__version__,
-        device=str(jax.devices()[0]),
-        python=platform.python_version(),
+        **_figure.provenance(),
     )
     data = out / "slow_flow_convergence.nc"
     ds.to_netcdf(data, engine="scipy")
@@ -136,23 +136,9 @@ def run(out: pathlib.Path, *, smoke: bool, echo=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="two values of λ and few save points (seconds)")
-    parser.add_argument("--out", help="output folder (default: a new gflow-runs/slow-flow-convergence-<timestamp>)")
+    parser = _figure.parser(__doc__, NAME, smoke="two values of λ and few save points (seconds)")
     args = parser.parse_args(argv)
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"slow-flow-convergence-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, smoke=args.smoke)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, smoke=args.smoke))
 
 
 if __name__ == "__main__":

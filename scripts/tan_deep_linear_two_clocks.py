@@ -63,15 +63,17 @@ Writes `tan_deep_linear_two_clocks.png` and `tan_deep_linear_two_clocks.nc` into
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import math
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
+
+NAME = "tan_deep_linear_two_clocks"
 
 
 SIZES = {
@@ -376,7 +378,7 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
         margin_filter=MARGIN_FILTER, seed=SEED, n_train=n_train, n_test=n_test, solver="ros34pw2", rtol=RTOL, atol=ATOL,
         eps_ref=EPS_REF, t_rep_definition="first t after T_cls(eps_ref) from which srank stays below the midpoint of "
         "srank(T_cls(eps_ref)) and srank(t1)",
-        jax_version=jax.__version__, device=str(jax.devices()[0]), python=platform.python_version(),
+        **_figure.provenance(),
     )
     png = out / "tan_deep_linear_two_clocks.png"
     plot(results, size_name, size, png)
@@ -387,26 +389,14 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="the large-init run only, fewer saves (seconds)")
-    group.add_argument("--full", action="store_true", help="p = 16, K = 12, width 16")
-    parser.add_argument("--out", help="output folder (default: gflow-runs/tan-deep-linear-two-clocks-<timestamp>)")
+    parser = _figure.parser(
+        __doc__, "tan_deep_linear_two_clocks",
+        smoke="the large-init run only, fewer saves (seconds)",
+        full="p = 16, K = 12, width 16",
+    )
     args = parser.parse_args(argv)
-    size_name = "smoke" if args.smoke else "full" if args.full else "quick"
-    if args.out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = pathlib.Path("gflow-runs") / f"tan-deep-linear-two-clocks-{stamp}"
-    else:
-        out = pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size_name=size_name)
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    size_name = _figure.size(args)
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size_name=size_name))
 
 
 if __name__ == "__main__":

@@ -58,15 +58,17 @@ gflow-runs/tan-fig1-two-clocks-<timestamp>).
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import math
 import pathlib
-import platform
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
+
+NAME = "tan_fig1_two_clocks"
 
 
 SIZES = {
@@ -85,11 +87,6 @@ TEST_DROP = 0.1  # nats: T_test = first epoch from which the test loss stays bel
 # head W2 (p × h), and the centred logit table of all p² pairs (p² × p, each row minus its mean:
 # softmax ignores that direction), the network's end-to-end map on its whole input space.
 SRANK_MATRICES = ("embed", "w1", "head", "logits")
-
-
-def default_out(name: str) -> pathlib.Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return pathlib.Path("gflow-runs") / f"{name}-{stamp}"
 
 
 def make_problem(size: dict, seed: int = SEED):
@@ -254,7 +251,6 @@ def clock_times(epochs, logs, lams) -> dict:
 
 
 def to_dataset(epochs, logs, lams, size_name: str, size: dict, clocks: dict, extra_attrs=None):
-    import jax
     import xarray as xr
 
     ds = xr.Dataset(
@@ -273,7 +269,7 @@ def to_dataset(epochs, logs, lams, size_name: str, size: dict, clocks: dict, ext
         "all parameters decayed, no warm-up",
         time="epoch (= optimiser step); t = lr*epoch; decoupled decay per epoch lr*lam",
         test_drop_threshold_nats=TEST_DROP,
-        jax_version=jax.__version__, device=str(jax.devices()[0]), python=platform.python_version(),
+        **_figure.provenance(),
         **(extra_attrs or {}),
     )
     return ds
@@ -360,21 +356,13 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="p = 11, 600 epochs (seconds)")
-    group.add_argument("--full", action="store_true", help="the paper's size: p = 113, 15 000 epochs (GPU)")
-    parser.add_argument("--out", help="output folder (default: a new gflow-runs/tan-fig1-two-clocks-<timestamp>)")
+    parser = _figure.parser(
+        __doc__, "tan_fig1_two_clocks",
+        smoke="p = 11, 600 epochs (seconds)",
+        full="the paper's size: p = 113, 15 000 epochs (GPU)",
+    )
     args = parser.parse_args(argv)
-    out = default_out("tan-fig1-two-clocks") if args.out is None else pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size_name="smoke" if args.smoke else "full" if args.full else "quick")
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size_name=_figure.size(args)))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,6 @@ gflow-runs/tan-fig3-stable-rank-<timestamp>).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import math
 import pathlib
@@ -66,6 +65,11 @@ import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
+import _figure  # noqa: E402
+
+NAME = "tan_fig3_stable_rank"
 
 
 def _load_fig1():
@@ -269,21 +273,13 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true", help="p = 11, few epochs (seconds)")
-    group.add_argument("--full", action="store_true", help="the paper's size: p = 113, 15 000 epochs (GPU)")
-    parser.add_argument("--out", help="output folder (default: a new gflow-runs/tan-fig3-stable-rank-<timestamp>)")
+    parser = _figure.parser(
+        __doc__, "tan_fig3_stable_rank",
+        smoke="p = 11, few epochs (seconds)",
+        full="the paper's size: p = 113, 15 000 epochs (GPU)",
+    )
     args = parser.parse_args(argv)
-    out = fig1.default_out("tan-fig3-stable-rank") if args.out is None else pathlib.Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"error: output folder {out} is not empty; pass a new --out", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run(out, size_name="smoke" if args.smoke else "full" if args.full else "quick")
-    print(f"  total {time.perf_counter() - start:.1f} s")
-    return 0
+    return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, size_name=_figure.size(args)))
 
 
 if __name__ == "__main__":
