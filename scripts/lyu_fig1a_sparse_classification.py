@@ -35,14 +35,15 @@ accuracy for t ∈ [1, T⁻_{1/2}], T⁻_c = (1 − c) ln α/λ, where the kerne
 
 Details the paper does not give, and our choices (papers.md §4.4, §10): the paper's GD step
 η is not stated (code default 0.01); we integrate the gradient flow itself, with Tsit5 (rtol
-1e-6, atol 1e-9; the logistic loss is smooth, no kinks). Why not `solver="auto"`: its rule
-sees the sharpness at θ(0) (≈ 950 at α = 256, d = 2000; stiffness ratio ≈ 8×10⁵) and picks the
-stiff ros34pw2, but that sharpness lasts only for the initial fit: the logistic loss's curvature
-is ℓ″ = σ(m)σ(−m) ≈ ℓ at margins m ≫ 1, and the loss falls below 1e-3 by t ≈ 1 and stays small
-(≤ 0.02 through the transition). Measured on the quick grid (seed 0): Tsit5 takes 86–90 steps per run and ros34pw2
-322–334, with identical t90 and accuracies on the save grid, and Tsit5 costs 11 s of CPU against
-17 s (compilation included); at λ = 10⁻³, α = 128, t1 = 7850 it is 114 vs 322 steps (d = 2000,
-n = 100) and 135 vs 319 (d = 5000, n = 256). `--solver auto` restores the rule. The quick size and
+1e-6, atol 1e-9; the logistic loss is smooth, no kinks). Tsit5 is also what `solver="auto"` picks for logistic and
+cross-entropy losses (`gflow.choose_solver`): the sharpness at θ(0) (≈ 950 at α = 256, d = 2000;
+stiffness ratio ≈ 8×10⁵) would call for the stiff ros34pw2, but it lasts only for the initial
+fit: the logistic loss's curvature is ℓ″ = σ(m)σ(−m) ≈ ℓ at margins m ≫ 1, and the loss falls
+below 1e-3 by t ≈ 1 and stays small (≤ 0.02 through the transition). Measured on the quick grid
+(seed 0): Tsit5 takes 86–90 steps per run and ros34pw2 322–334, with identical t90 and
+accuracies on the save grid, and Tsit5 costs 11 s of CPU against 17 s (compilation included);
+at λ = 10⁻³, α = 128, t1 = 7850 it is 114 vs 322 steps (d = 2000, n = 100) and 135 vs 319
+(d = 5000, n = 256). `--solver` picks another. The quick size and
 λ are papers.md's A4 quick variant; the seeds and the 3 values of α are ours (the paper's figure
 has one α).
 

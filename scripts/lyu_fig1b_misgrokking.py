@@ -37,10 +37,10 @@ the drop time (first time from which test accuracy stays below the midpoint of t
 `crossing_time`) against the prediction (1/λ) ln α, the final accuracies and cos(β, w⋆).
 
 Other choices (papers.md §4.4, §10): gradient flow instead of GD with an unstated step, with
-Tsit5 (rtol 1e-6, atol 1e-9): the stiffness that `solver="auto"` sees at θ(0) lasts only until
-the logistic loss (and with it the curvature) has fallen, so Tsit5 takes 111 steps on the quick
-run against ros34pw2's 425 with the same curves (see lyu_fig1a_sparse_classification.py;
-`--solver auto` restores the rule); the horizon t1 = (ln α + 10)/λ, by which the rich phase has
+Tsit5 (rtol 1e-6, atol 1e-9), as `solver="auto"` picks for logistic losses: the stiffness seen
+at θ(0) lasts only until the logistic loss (and with it the curvature) has fallen, so Tsit5
+takes 111 steps on the quick run against ros34pw2's 425 with the same curves (see
+lyu_fig1a_sparse_classification.py; `--solver` picks another); the horizon t1 = (ln α + 10)/λ, by which the rich phase has
 settled (to an ℓ1-regularised logistic fit: at λ > 0 the flow's limit is a stationary point of
 F + (λ/2)‖θ‖², whose direction tends to the max-ℓ1-margin one as λ → 0).
 

@@ -33,7 +33,7 @@ import scipy.linalg
 import gflow
 from gflow import _rosenbrock as ros
 from gflow._flow import vector_field
-from gflow._simulate import _controller, choose_w_matrix, make_solver
+from gflow._simulate import AUTO_STIFFNESS, _controller, choose_w_matrix, make_solver
 
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
@@ -538,6 +538,14 @@ def test_auto_rule_decisions():
     # Musat's two-weight addition to t = 1: stiffness ≈ 2 × 1, explicit is cheapest.
     name, sharp = gflow.choose_solver(gflow.tasks.musat_addition(0), 0.1, 1.0)
     assert name == "tsit5" and sharp == pytest.approx(2.0, rel=1e-6)
+    # Logistic loss: stiff at θ0 (ratio ≫ AUTO_STIFFNESS), but its curvature collapses once the
+    # train set is fitted, so the rule takes the explicit solver; the estimate is still recorded.
+    logistic = gflow.tasks.sparse_classification(0, n=20, d=50, alpha=16.0, n_test=10)
+    name, sharp = gflow.choose_solver(logistic, 1e-3, 1e4)
+    assert name == "tsit5" and sharp * 1e4 > 10 * AUTO_STIFFNESS
+    traj = gflow.simulate(logistic, 1e-3, 1e4, saveat=5, rtol=1e-6, atol=1e-9)
+    assert traj.solver == "tsit5" and bool(traj.ok)
+    assert float(traj.stats["stiffness_ratio"]) == pytest.approx((sharp + 1e-3) * 1e4, rel=1e-6)
 
 
 def test_w_matrix_choice():
