@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import pathlib
 import platform
 import sys
@@ -67,6 +68,16 @@ def run_in_new_folder(out: str | None, name: str, job: Callable[[pathlib.Path], 
     job(folder)
     print(f"  total {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def load_script(name: str):
+    """The sibling script `<name>.py` of this folder as a module (scripts/ is not a package)."""
+    path = pathlib.Path(__file__).resolve().with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # what an import would do (dataclasses look their module up there)
+    spec.loader.exec_module(module)
+    return module
 
 
 def provenance() -> dict:

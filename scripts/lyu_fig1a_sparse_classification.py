@@ -119,18 +119,24 @@ def make_problem(cfg):
 
 def simulate_grid(cfg, *, progress: bool = False):
     """The gradient flows of every (seed, α): one `gflow.sweep` call. Returns (Dataset, solver name)."""
+    return sweep_seeds_alphas(make_problem(cfg), cfg, save_times(cfg), progress=progress)
+
+
+def sweep_seeds_alphas(make, cfg, saves, *, progress: bool = False):
+    """`gflow.sweep` of `make(key, alpha)` over cfg's seeds and α at λ = cfg["lam"] to cfg["t1"] (ODE
+    time), saved at `saves`, with cfg["solver"]. Returns (Dataset without the λ axis, solver name).
+    Shared with lyu_fig1b_misgrokking.py."""
     import jax
 
     import gflow
 
-    make = make_problem(cfg)
     solver = cfg["solver"]
     if solver == "auto":  # sweep's own "auto" looks at the first α; the stiffest member has the largest
         probe = make(jax.random.PRNGKey(cfg["seeds"][0]), max(cfg["alphas"]))
         solver, _ = gflow.choose_solver(probe, cfg["lam"], cfg["t1"])
     ds = gflow.sweep(
         make, lam=[cfg["lam"]], seed=list(cfg["seeds"]), alpha=list(cfg["alphas"]), t1=cfg["t1"], time="fast",
-        solver=solver, saveat=save_times(cfg), rtol=RTOL, atol=ATOL, progress=progress,
+        solver=solver, saveat=saves, rtol=RTOL, atol=ATOL, progress=progress,
     )
     return ds.isel(lam=0), solver
 
@@ -281,12 +287,19 @@ def plot(ds, refs, meas, cfg, solver, path):
     plt.close(fig)
 
 
-def to_dataset(ds, refs, meas, cfg, solver):
+def netcdf_ready(ds):
+    """The sweep's Dataset without its solver statistics, in types NetCDF3 can hold. Shared with
+    lyu_fig1b_misgrokking.py."""
     out = ds.drop_vars([v for v in ds.data_vars if v.startswith("stats_")] + ["ok"])
-    out = out.assign(
+    return out.assign(
         ok=ds["ok"].astype("int8"),  # NetCDF3 has no booleans
         num_steps=ds["stats_num_steps"].astype("int32"),
         result=ds["result"].astype("int32"),
+    )
+
+
+def to_dataset(ds, refs, meas, cfg, solver):
+    out = netcdf_ready(ds).assign(
         kernel_test_accuracy=("seed", refs["kernel_test_accuracy"]),
         kernel_train_accuracy=("seed", refs["kernel_train_accuracy"]),
         l1_test_accuracy=("seed", refs["l1_test_accuracy"]),

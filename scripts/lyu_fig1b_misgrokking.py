@@ -68,6 +68,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
 import _figure  # noqa: E402
 
+fig1a = _figure.load_script("lyu_fig1a_sparse_classification")  # the shared sweep and NetCDF helpers
 
 NAME = "lyu_fig1b_misgrokking"
 SIZES = {
@@ -108,20 +109,7 @@ def make_problem(cfg):
 
 def simulate_grid(cfg, *, progress: bool = False):
     """The gradient flows of every (seed, α): one `gflow.sweep` call. Returns (Dataset, solver name)."""
-    import jax
-
-    import gflow
-
-    make = make_problem(cfg)
-    solver = cfg["solver"]
-    if solver == "auto":  # sweep's own "auto" looks at the first α; the stiffest member has the largest
-        probe = make(jax.random.PRNGKey(cfg["seeds"][0]), max(cfg["alphas"]))
-        solver, _ = gflow.choose_solver(probe, cfg["lam"], cfg["t1"])
-    ds = gflow.sweep(
-        make, lam=[cfg["lam"]], seed=list(cfg["seeds"]), alpha=list(cfg["alphas"]), t1=cfg["t1"], time="fast",
-        solver=solver, saveat=save_times(cfg), rtol=RTOL, atol=ATOL, progress=progress,
-    )
-    return ds.isel(lam=0), solver
+    return fig1a.sweep_seeds_alphas(make_problem(cfg), cfg, save_times(cfg), progress=progress)
 
 
 def references(cfg) -> dict:
@@ -257,11 +245,7 @@ def plot(ds, refs, meas, cfg, solver, path):
 
 
 def to_dataset(ds, refs, meas, cfg, solver):
-    out = ds.drop_vars([v for v in ds.data_vars if v.startswith("stats_")] + ["ok"])
-    out = out.assign(
-        ok=ds["ok"].astype("int8"),  # NetCDF3 has no booleans
-        num_steps=ds["stats_num_steps"].astype("int32"),
-        result=ds["result"].astype("int32"),
+    out = fig1a.netcdf_ready(ds).assign(
         kernel_test_accuracy=("seed", refs["kernel_test_accuracy"]),
         l1_test_accuracy=("seed", refs["l1_test_accuracy"]),
         l1_support=("seed", refs["l1_support"].astype("int32")),

@@ -58,7 +58,6 @@ gflow-runs/tan-fig3-stable-rank-<timestamp>).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import pathlib
 import sys
@@ -70,18 +69,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is 
 import _figure  # noqa: E402
 
 NAME = "tan_fig3_stable_rank"
-
-
-def _load_fig1():
-    """The sibling script `tan_fig1_two_clocks.py` (same training), loaded by path: scripts/ is not a package."""
-    path = pathlib.Path(__file__).resolve().with_name("tan_fig1_two_clocks.py")
-    spec = importlib.util.spec_from_file_location("tan_fig1_two_clocks", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fig1 = _load_fig1()
+fig1 = _figure.load_script("tan_fig1_two_clocks")  # the same training (scripts/ is not a package)
 
 
 CHOSEN = "logits"  # the matrix of the main stable-rank curve (see the module docstring)
