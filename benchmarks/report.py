@@ -5,7 +5,12 @@
 
 Runs of the suite made separately (for example one problem at a time) merge into one result:
 the machine description and configuration of the first, the union of problems, λ values, methods,
-references and runs, and every part's start time and load average kept under "parts".
+references and runs, and every part's start time and load average kept under "parts". A run of a
+later part replaces an earlier run of the same (problem, λ, method), so a row can be re-measured
+(say on a quieter machine) without redoing the rest; every run records its part.
+
+`--summary FILE` puts the Markdown of FILE (what the numbers mean, the goals) under the machine
+line of the README section.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import json
 import math
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.suite import METHODS  # noqa: E402  (the suite imports only the standard library at load)
 
 
 SECTION = "## Long horizons"
@@ -46,8 +54,8 @@ def _ge(row):
 def runs_table(result: dict) -> str:
     lines = [
         "| problem | λ | method | status | wall [s] | compile [s] | grad-equiv. | steps (rej.) | peak RSS [MB] | "
-        "final θ rel. err | test-loss curve rel. err | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "final θ rel. err | test-loss curve rel. err | part | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         steps = r.get("num_steps")
@@ -59,7 +67,8 @@ def runs_table(result: dict) -> str:
         lines.append(
             f"| {r['problem']} | {r['lam']:g} | {r['method']} | {r.get('status')} | {_wall(r)} | "
             f"{_num(r.get('compile_s'), '{:.2g}')} | {_ge(r)} | {steps_s} | {_num(r.get('peak_rss_mb'), '{:.0f}')} | "
-            f"{_num(r.get('final_rel_error'), '{:.1e}')} | {_num(r.get('curve_rel_error'), '{:.1e}')} | {note} |"
+            f"{_num(r.get('final_rel_error'), '{:.1e}')} | {_num(r.get('curve_rel_error'), '{:.1e}')} | "
+            f"{r.get('part', 1)} | {note} |"
         )
     return "\n".join(lines)
 
@@ -118,7 +127,21 @@ def machine_text(result: dict) -> str:
         f"t1 = 10/λ; ODE tolerances rtol {cfg['rtol']:g}, atol {cfg['atol']:g} (`ros34pw2@1e-4`: rtol "
         f"{cfg['loose_rtol']:g}); median of {cfg['repeats']} timed calls after the compiling one; budget "
         f"{cfg['budget_s']:.0f} s per run before a row is estimated."
+        + parts_text(result)
     )
+
+
+def parts_text(result: dict) -> str:
+    """One sentence per part of a merged result: when it ran, at what load, and what it covered."""
+    parts = result.get("parts", [])
+    if len(parts) < 2:
+        return ""
+    items = []
+    for number, part in enumerate(parts, start=1):
+        load = ", ".join(f"{x:.1f}" for x in part.get("load_average_at_start") or [])
+        items.append(f"part {number}: {', '.join(part['problems'])} at λ = {', '.join(f'{v:g}' for v in part['lams'])}, "
+                     f"{', '.join(part['methods'])}; started {part['started']}, load average {load}")
+    return " Merged from " + f"{len(parts)} parts (column \"part\" of \"Every run\"): " + "; ".join(items) + "."
 
 
 def problems_text(result: dict) -> str:
@@ -165,6 +188,12 @@ def section(result: dict, summary: str = "") -> str:
         "",
         speedups_table(result),
         "",
+        "### ROS34PW2 at rtol 1e-4 against gradient descent",
+        "",
+        "The goals ask for a final-state error ≤ 1e-3; `ros34pw2@1e-4` is the same solver at rtol 1e-4, atol 1e-6.",
+        "",
+        speedups_table(result, "ros34pw2@1e-4"),
+        "",
         "### Tsit5 against gradient descent at its stable step",
         "",
         "Where the curvature collapses after the fit (cross-entropy) the explicit solver's step grows with it, "
@@ -210,12 +239,14 @@ def merge(results: list[dict]) -> dict:
     """One result from several suite runs (see the module docstring)."""
     out = json.loads(json.dumps(results[0]))
     out["parts"] = []
-    for part in results:
+    for number, part in enumerate(results, start=1):
         out["parts"].append({"started": part["config"]["started"], "finished": part["config"].get("finished"),
                              "problems": part["config"]["problems"], "lams": part["config"]["lams"],
                              "methods": part["config"]["methods"],
                              "load_average_at_start": part["machine"].get("load_average_at_start")})
-        if part is results[0]:
+        if number == 1:
+            for run in out["runs"]:
+                run["part"] = 1
             continue
         cfg = out["config"]
         for key in ("problems", "lams", "methods"):
@@ -223,24 +254,37 @@ def merge(results: list[dict]) -> dict:
         cfg["finished"] = part["config"].get("finished", cfg.get("finished"))
         out["problems"].update(part["problems"])
         out["references"].update(part["references"])
-        out["runs"] += part["runs"]
+        replaced = {(r["problem"], r["lam"], r["method"]) for r in part["runs"]}
+        out["runs"] = [r for r in out["runs"] if (r["problem"], r["lam"], r["method"]) not in replaced]
+        out["runs"] += [{**r, "part": number} for r in part["runs"]]
+    # Canonical order whatever the order of the parts: problems by size, λ falling, methods as in
+    # the suite.
+    out["problems"] = dict(sorted(out["problems"].items(), key=lambda item: item[1]["params"]))
     out["config"]["lams"] = sorted(out["config"]["lams"], reverse=True)
+    methods = [m for m in METHODS if m in out["config"]["methods"]]
+    out["config"]["methods"] = methods + [m for m in out["config"]["methods"] if m not in methods]
+    problems, lams, methods = list(out["problems"]), out["config"]["lams"], out["config"]["methods"]
+    out["runs"].sort(key=lambda r: (problems.index(r["problem"]), lams.index(r["lam"]), methods.index(r["method"])))
     return out
 
 
 def main(argv: list[str]) -> None:
     paths = [a for a in argv if not a.startswith("--") and not a.endswith(".json.out")]
-    merge_to = None
+    merge_to = summary = None
     if "--merge-to" in argv:
         merge_to = argv[argv.index("--merge-to") + 1]
         paths = [a for a in paths if a != merge_to]
+    if "--summary" in argv:
+        summary_path = argv[argv.index("--summary") + 1]
+        summary = Path(summary_path).read_text().strip()
+        paths = [a for a in paths if a != summary_path]
     data = merge([json.loads(Path(a).read_text()) for a in paths])
     if merge_to:
         Path(merge_to).write_text(json.dumps(data, indent=1))
     if "--readme" in argv:
-        update_readme(data, Path(__file__).resolve().parent / "README.md")
+        update_readme(data, Path(__file__).resolve().parent / "README.md", summary or "")
     else:
-        print(section(data))
+        print(section(data, summary or ""))
 
 
 if __name__ == "__main__":

@@ -624,3 +624,18 @@ def test_benchmark_quick_smoke(tmp_path):
             assert r["final_rel_error"] < 0.05, r
         else:
             assert r["reason"]
+    # report.py: a later part's run replaces the same (problem, λ, method) of an earlier part, and
+    # every run says which part it came from; the README section carries both.
+    sys.path.insert(0, str(REPO))
+    from benchmarks import report
+
+    rerun = json.loads(json.dumps(data))
+    rerun["config"]["started"] = "later"
+    rerun["runs"] = [{**r, "wall_s": 123.0} for r in rerun["runs"] if r["method"] == "tsit5"]
+    merged = report.merge([data, rerun])
+    assert len(merged["runs"]) == len(rows)
+    tsit5 = [r for r in merged["runs"] if r["method"] == "tsit5"]
+    assert [(r["wall_s"], r["part"]) for r in tsit5] == [(123.0, 2)] * len(tsit5)
+    assert {r["part"] for r in merged["runs"] if r["method"] != "tsit5"} == {1}
+    text = report.section(merged, "SUMMARY LINE")
+    assert "Merged from 2 parts" in text and "SUMMARY LINE" in text and "| 123 |" in text
