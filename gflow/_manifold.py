@@ -24,7 +24,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import lineax as lx
 
-from ._problem import Problem, ProblemError
+from ._problem import Problem, ProblemError, mse_residuals
 
 
 MANIFOLDS = ("zero_loss", "critical")
@@ -118,12 +118,16 @@ class ZeroLossManifold(AbstractManifold):
     rank, e.g. diagonal-network coordinates → 0) it keeps every quantity bounded,
     ‖J⁺_ε‖ ≤ 1/(2√ε).
 
-    `dense=True`: J (n × d) from n vector-Jacobian products (`jax.vmap` of the VJP), JJᵀ (n × n)
-    eigendecomposed. `dense=False`: JJᵀ + εI as a `lineax.FunctionLinearOperator` (a JVP after a
+    `dense=True`: J (n × d), then JJᵀ (n × n) eigendecomposed. J comes from `jacobian` when it is
+    given (for the built-in MSE residuals r = vec(f(x_i) − y_i): per-example Jacobians ∂f(x_i)/∂θ,
+    `jax.vmap` over examples of `jax.jacrev`, which costs about one backward pass per output over
+    the whole batch), else from n vector-Jacobian products of r (`jax.vmap` of the VJP: each a
+    backward pass through the whole batch, so O(n) times more work when r is per example). `dense=False`: JJᵀ + εI as a `lineax.FunctionLinearOperator` (a JVP after a
     VJP), solved by `lineax.CG`; λ_max from a few power iterations.
     """
 
     residuals: Callable
+    jacobian: Callable | None
     n: int = eqx.field(static=True)
     dense: bool = eqx.field(static=True)
     rcond: jax.Array
@@ -135,8 +139,11 @@ class ZeroLossManifold(AbstractManifold):
 
     def correction(self, flat, u, gain):
         if self.dense:
-            r, vjp = jax.vjp(self.residuals, flat)
-            (jac,) = jax.vmap(vjp)(jnp.eye(self.n, dtype=r.dtype))  # rows ∇r_i: n × d
+            if self.jacobian is not None:
+                r, jac = self.residuals(flat), self.jacobian(flat)
+            else:
+                r, vjp = jax.vjp(self.residuals, flat)
+                (jac,) = jax.vmap(vjp)(jnp.eye(self.n, dtype=r.dtype))  # rows ∇r_i: n × d
             evals, evecs = jnp.linalg.eigh(jac @ jac.T)
             eps = self.rcond * jnp.max(evals) + jnp.finfo(r.dtype).tiny
             rhs = jac @ u - gain * r
@@ -249,8 +256,18 @@ def build_manifold(
         def residuals(flat):
             return problem.residuals_fn(eqx.combine(unravel(flat), static), problem.train)
 
+        jacobian = None
+        if problem.residuals_fn is mse_residuals:
+            def jacobian(flat):
+                # Row i·k + c is ∂f_c(x_i)/∂θ, the order of mse_residuals' flattening.
+                def outputs(flat_, x):
+                    return jnp.reshape(eqx.combine(unravel(flat_), static)(x), (-1,))
+
+                per_example = jax.vmap(jax.jacrev(outputs), in_axes=(None, 0))(flat, problem.train["x"])
+                return jnp.reshape(per_example, (-1, flat.size))
+
         n = jax.eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
-        return ZeroLossManifold(residuals, n, path == "dense", rcond, cg_rtol, cg_max_steps)
+        return ZeroLossManifold(residuals, jacobian, n, path == "dense", rcond, cg_rtol, cg_max_steps)
 
     def loss(flat):
         return problem.loss(eqx.combine(unravel(flat), static), problem.train)

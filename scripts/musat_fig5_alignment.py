@@ -10,10 +10,9 @@ At checkpoints every K steps (K = 500, 250, 50 for smoke, quick, full), at θ_t:
 - the update over c = 10 steps, Δθ_t = θ_t − θ_{t−10};
 - θ′_t: 100 GD steps from θ_t on the unregularised loss, η = 1, momentum 0.9 (optax) — the
   paper's estimate of proj_𝒵(θ_t);
-- g̃_t = (I − J⁺J)(−θ_t) with J the Jacobian of all train outputs at θ′_t (the tangent
-  projection of `gflow.project_tangent`, computed here from per-example Jacobians, one small
-  p × d block per training pair, instead of its generic dense path's one vector-Jacobian product
-  per residual through the whole batch; the test suite checks the two agree);
+- g̃_t = (I − J⁺J)(−θ_t) with J the Jacobian of all train outputs at θ′_t
+  (`gflow.project_tangent`, whose dense path builds J from per-example Jacobians, one small
+  p × d block per training pair);
 - cos(Δθ_t, g̃_t), averaged over seeds.
 Plotted: seed-averaged train/test loss (Fig. 5 left), train/test accuracy (Fig. 7 left), and
 the cosine (right), individual seeds transparent; the memorisation step, the window in which the
@@ -104,31 +103,6 @@ def gflow_rates(lr: float = LR, weight_decay: float = WEIGHT_DECAY) -> tuple[flo
     return weight_decay / 2, 2 * lr
 
 
-def tangent_projection(problem, model, vector):
-    r"""(I − J⁺J)v with J the Jacobian of the train outputs at `model` (flat vectors).
-
-    Same projection as `gflow.project_tangent` (dense zero_loss path, Tikhonov ε = 1e−12·λ_max
-    replaced by 1e−12·tr(JJᵀ)/n), but J is assembled from per-example Jacobians (one p × d block
-    per training pair) instead of one vector-Jacobian product per residual through the whole batch.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-
-    def out(p, x):
-        return eqx.combine(p, static)(x)
-
-    blocks = jax.vmap(jax.jacrev(out), in_axes=(None, 0))(params, problem.train["x"])  # leaves (n, k, *shape)
-    leaves = jax.tree.leaves(blocks)
-    n_rows = leaves[0].shape[0] * leaves[0].shape[1]  # n examples × k outputs, row (i, c) as in mse_residuals
-    jac = jnp.concatenate([b.reshape(n_rows, -1) for b in leaves], axis=1)
-    gram = jac @ jac.T
-    eps = 1e-12 * jnp.trace(gram) / n_rows + jnp.finfo(gram.dtype).tiny
-    chol = jax.scipy.linalg.cho_factor(gram + eps * jnp.eye(n_rows, dtype=gram.dtype))
-    return vector - jac.T @ jax.scipy.linalg.cho_solve(chol, jac @ vector)
-
-
 @eqx.filter_jit
 def _alignments(problem, thetas, prevs):
     """cos(Δθ_t, g̃_t), F(θ′_t) and ‖r(θ′_t)‖ for a batch of checkpoints (flat θ_t, θ_{t−c})."""
@@ -136,6 +110,8 @@ def _alignments(problem, thetas, prevs):
     import jax.numpy as jnp
     import optax
     from jax.flatten_util import ravel_pytree
+
+    import gflow
 
     params0, static = eqx.partition(problem.model, eqx.is_inexact_array)
     _, unravel = ravel_pytree(params0)
@@ -152,7 +128,8 @@ def _alignments(problem, thetas, prevs):
             return optax.apply_updates(p, u), s
 
         theta_p, _ = jax.lax.fori_loop(0, PROJ_STEPS, step, (theta, opt.init(theta)))
-        g = tangent_projection(problem, eqx.combine(unravel(theta_p), static), -theta)
+        projected, _ = gflow.project_tangent(problem, eqx.combine(unravel(theta_p), static), unravel(-theta))
+        g = ravel_pytree(projected)[0]
         d = theta - prev
         cos = jnp.vdot(g, d) / (jnp.linalg.norm(g) * jnp.linalg.norm(d))
         resid = problem.residuals_fn(eqx.combine(unravel(theta_p), static), problem.train)

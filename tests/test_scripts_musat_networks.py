@@ -7,14 +7,10 @@ import pathlib
 import subprocess
 import sys
 
-import equinox as eqx
-import jax
 import numpy as np
 import pytest
 import xarray as xr
-from jax.flatten_util import ravel_pytree
 
-import gflow
 from gflow import analysis, tasks
 
 
@@ -88,27 +84,6 @@ def test_fig6_script_smoke(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # E2.4 (A11 is a script-only result: see the report in the script's output)
 # ---------------------------------------------------------------------------------------------
-
-
-def test_tangent_projection_matches_project_tangent():
-    """The script's per-example-Jacobian projection is gflow.project_tangent's (I − J⁺J)v."""
-    problem = fig5.build_problem(0)
-    assert problem.train["x"].shape == (59, 2) and problem.test["x"].shape == (7, 2)
-    # A smaller instance of the same model for the comparison (project_tangent's generic dense
-    # path costs one VJP through the whole batch per residual).
-    net = gflow.models.EmbeddingNet.init(7, 32, key=jax.random.PRNGKey(1), init="torch")
-    problem = tasks.modular_arithmetic(0, p=7, pairs="unordered", train_fraction=0.75, loss="mse", model=net)
-    assert problem.train["x"].shape == (21, 2)  # 147 residuals, 448 parameters
-    model = gflow.gd(problem, *fig5.gflow_rates(), 200, save_every=200).final
-    flat, unravel = ravel_pytree(eqx.filter(model, eqx.is_inexact_array))
-    v = jax.random.normal(jax.random.PRNGKey(3), flat.shape, flat.dtype)
-    mine = np.asarray(fig5.tangent_projection(problem, model, v))
-    ref = np.asarray(ravel_pytree(gflow.project_tangent(problem, model, unravel(v))[0])[0])
-    np.testing.assert_allclose(mine, ref, atol=1e-8 * np.linalg.norm(ref))
-    # A projection: idempotent and orthogonal to what it removes.
-    again = np.asarray(fig5.tangent_projection(problem, model, mine))
-    np.testing.assert_allclose(again, mine, atol=1e-8 * np.linalg.norm(mine))
-    assert abs(np.vdot(mine, np.asarray(v) - mine)) < 1e-8 * np.linalg.norm(v) ** 2
 
 
 def test_gd_update_aligns_with_norm_minimising_direction_after_memorisation():

@@ -8,12 +8,14 @@ closed forms, `scipy.optimize` (linprog, BFGS) and NumPy linear algebra, never g
 from __future__ import annotations
 
 import functools
+import json
 import pathlib
 import subprocess
 import sys
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ import scipy.special
 import xarray as xr
 
 import gflow
+from gflow._manifold import build_manifold
 from gflow._slow import (
     FLOW_NOT_CONVERGED,
     LEFT_MANIFOLD,
@@ -387,6 +390,54 @@ def test_projections_agree_dense_matrix_free_and_critical(which):
     cg_v, _ = project_tangent(p, point, vec, linear_solver="matrix_free")
     np.testing.assert_allclose(flat(cg_v), flat(dense_v), atol=1e-8 * np.linalg.norm(flat(dense_v)))
     assert np.linalg.norm(jac @ flat(dense_v)) < 1e-12 * np.linalg.norm(jac) * np.linalg.norm(flat(vec))  # J P v = 0
+
+
+def test_per_example_jacobian_projection_for_mse():
+    """The dense zero_loss path builds J from per-example Jacobians for the built-in MSE residuals
+    (several outputs per example here); it must equal the generic path (one VJP per residual, taken
+    by the same residuals given as a custom function), CG, and NumPy's I − J⁺J."""
+    net = gflow.models.EmbeddingNet.init(5, 8, key=jax.random.PRNGKey(1), init="torch")
+    mse = gflow.tasks.modular_arithmetic(0, p=5, pairs="unordered", train_fraction=0.6, loss="mse", model=net)
+    custom = gflow.Problem(mse.model, mse.train, test=mse.test, residuals=lambda m, d: mse.residuals_fn(m, d))
+    n_res = mse.residuals_fn(mse.model, mse.train).shape[0]
+    flat0, unravel = jax.flatten_util.ravel_pytree(mse.params)
+    assert n_res == 9 * 5 and n_res < flat0.size  # 9 pairs × 5 outputs, 80 parameters
+    vec = unravel(jax.random.normal(jax.random.PRNGKey(2), flat0.shape, flat0.dtype))
+    per_example, res = project_tangent(mse, mse.model, vec, linear_solver="dense")
+    generic, res_generic = project_tangent(custom, custom.model, vec, linear_solver="dense")
+    cg, _ = project_tangent(mse, mse.model, vec, linear_solver="matrix_free")
+    got = {name: np.asarray(jax.flatten_util.ravel_pytree(t)[0]) for name, t in
+           (("per_example", per_example), ("generic", generic), ("cg", cg))}
+    jac = np.asarray(jax.jacfwd(lambda f: mse.residuals_fn(eqx.combine(unravel(f), mse.split()[1]), mse.train))(flat0))
+    v = np.asarray(jax.flatten_util.ravel_pytree(vec)[0])
+    reference = v - np.linalg.pinv(jac) @ (jac @ v)
+    assert float(res) == pytest.approx(float(res_generic), rel=1e-12)
+    for name, value in got.items():
+        assert np.linalg.norm(value - reference) <= 1e-8 * np.linalg.norm(reference), name
+    assert np.linalg.norm(jac @ got["per_example"]) < 1e-10 * np.linalg.norm(jac) * np.linalg.norm(v)
+    # The pull-back pairs J's rows with r's entries, so their order matters there (the projection
+    # alone cannot see a permutation): the Newton step −J⁺r of both paths, at a point off M.
+    steps = []
+    for problem in (mse, custom):
+        params, static = problem.split()
+        geometry = build_manifold(problem, static, unravel, manifold="zero_loss", path="dense",
+                                  rcond=jnp.asarray(1e-12), kernel_rtol=None, krylov_dim=1, cg_rtol=None, cg_max_steps=1)
+        assert (geometry.jacobian is not None) == (problem is mse)
+        steps.append(np.asarray(geometry.correction(flat0, jnp.zeros_like(flat0), jnp.asarray(1.0))[1]))
+    r = np.asarray(mse.residuals_fn(mse.model, mse.train))
+    assert np.linalg.norm(r) > 0.1
+    np.testing.assert_allclose(steps[0], -np.linalg.pinv(jac) @ r, atol=1e-8 * np.linalg.norm(steps[1]))
+    np.testing.assert_allclose(steps[0], steps[1], atol=1e-10 * np.linalg.norm(steps[1]))
+
+
+def test_tangent_projection_benchmark_smoke(tmp_path):
+    out = tmp_path / "tangent_projection.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tangent_projection.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["residuals"] == 13 * 5 and row["params"] == 2 * 5 * 512
+    assert row["max_rel_diff"] < 1e-10 and row["per_example_run_s"] > 0 and row["generic_run_s"] > 0
 
 
 def test_matrix_free_slow_flow_matches_dense_on_a2():
