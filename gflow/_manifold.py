@@ -122,8 +122,9 @@ class ZeroLossManifold(AbstractManifold):
     given (for the built-in MSE residuals r = vec(f(x_i) − y_i): per-example Jacobians ∂f(x_i)/∂θ,
     `jax.vmap` over examples of `jax.jacrev`, which costs about one backward pass per output over
     the whole batch), else from n vector-Jacobian products of r (`jax.vmap` of the VJP: each a
-    backward pass through the whole batch, so O(n) times more work when r is per example). `dense=False`: JJᵀ + εI as a `lineax.FunctionLinearOperator` (a JVP after a
-    VJP), solved by `lineax.CG`; λ_max from a few power iterations.
+    backward pass through the whole batch, so O(n) times more work when r is per example).
+    `dense=False`: JJᵀ + εI as a `lineax.FunctionLinearOperator` (a JVP after a VJP), solved by
+    `lineax.CG`; λ_max from a few power iterations.
     """
 
     residuals: Callable
