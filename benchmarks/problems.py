@@ -78,7 +78,9 @@ def musat_embedding(quick: bool = False) -> gflow.Problem:
         0, p=p, pairs="unordered", train_fraction=0.9, loss="mse", model=GeluEmbeddingNet(base.embed, base.w)
     )
     accuracy = lambda m, d: jnp.mean(jnp.argmax(jax.vmap(m)(d["x"]), axis=-1) == d["label"])
-    return gflow.Problem(task.model, task.train, residuals=_sum_residuals, test=task.test, metrics={"accuracy": accuracy})
+    return gflow.Problem(
+        task.model, task.train, residuals=_sum_residuals, test=task.test, metrics={"accuracy": accuracy}
+    )
 
 
 def modular_mlp(quick: bool = False) -> gflow.Problem:
@@ -104,6 +106,10 @@ PROBLEMS = {
 def describe(problem: gflow.Problem) -> dict:
     from gflow._rosenbrock import num_outputs
 
-    return {"params": gflow.count_params(problem.model), "outputs": num_outputs(problem),
-            "train_examples": int(jax.tree.leaves(problem.train)[0].shape[0]), "loss": problem.loss_name or "custom",
-            "log10_params": round(math.log10(gflow.count_params(problem.model)), 2)}
+    return {
+        "params": gflow.count_params(problem.model),
+        "outputs": num_outputs(problem),
+        "train_examples": int(jax.tree.leaves(problem.train)[0].shape[0]),
+        "loss": problem.loss_name or "custom",
+        "log10_params": round(math.log10(gflow.count_params(problem.model)), 2),
+    }

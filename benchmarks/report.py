@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.suite import METHODS  # noqa: E402  (the suite imports only the standard library at load)
 
-
 SECTION = "## Long horizons"
 
 
@@ -126,8 +125,7 @@ def machine_text(result: dict) -> str:
         f"{', '.join(m['devices'])}. Load average at start: {load}. Run {cfg['started']} – {cfg.get('finished', '?')}; "
         f"t1 = 10/λ; ODE tolerances rtol {cfg['rtol']:g}, atol {cfg['atol']:g} (`ros34pw2@1e-4`: rtol "
         f"{cfg['loose_rtol']:g}); median of {cfg['repeats']} timed calls after the compiling one; budget "
-        f"{cfg['budget_s']:.0f} s per run before a row is estimated."
-        + parts_text(result)
+        f"{cfg['budget_s']:.0f} s per run before a row is estimated." + parts_text(result)
     )
 
 
@@ -139,13 +137,18 @@ def parts_text(result: dict) -> str:
     items = []
     for number, part in enumerate(parts, start=1):
         load = ", ".join(f"{x:.1f}" for x in part.get("load_average_at_start") or [])
-        items.append(f"part {number}: {', '.join(part['problems'])} at λ = {', '.join(f'{v:g}' for v in part['lams'])}, "
-                     f"{', '.join(part['methods'])}; started {part['started']}, load average {load}")
-    return " Merged from " + f"{len(parts)} parts (column \"part\" of \"Every run\"): " + "; ".join(items) + "."
+        items.append(
+            f"part {number}: {', '.join(part['problems'])} at λ = {', '.join(f'{v:g}' for v in part['lams'])}, "
+            f"{', '.join(part['methods'])}; started {part['started']}, load average {load}"
+        )
+    return " Merged from " + f'{len(parts)} parts (column "part" of "Every run"): ' + "; ".join(items) + "."
 
 
 def problems_text(result: dict) -> str:
-    lines = ["| problem | parameters d | outputs N | loss | sharpness at θ0 → max (λ = smallest) |", "|---|---|---|---|---|"]
+    lines = [
+        "| problem | parameters d | outputs N | loss | sharpness at θ0 → max (λ = smallest) |",
+        "|---|---|---|---|---|",
+    ]
     lam_min = min(result["config"]["lams"])
     for name, info in result["problems"].items():
         ref = result["references"].get(f"{name}@{lam_min:g}", {})
@@ -157,8 +160,10 @@ def problems_text(result: dict) -> str:
 
 
 def references_text(result: dict) -> str:
-    lines = ["| problem @ λ | reference (ROS34PW2) | steps | wall [s] | independent check | rel. difference |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| problem @ λ | reference (ROS34PW2) | steps | wall [s] | independent check | rel. difference |",
+        "|---|---|---|---|---|---|",
+    ]
     for key, ref in result["references"].items():
         check = ref.get("check")
         chk = f"{check['solver']} rtol {check['rtol']:g}" if check else "–"
@@ -206,7 +211,7 @@ def section(result: dict, summary: str = "") -> str:
         "Memory is the peak resident set of the run's own process (JAX's CPU client has no device-memory "
         "statistics; the process holds the JAX runtime, ≈ 300–400 MB before any solve). Grad-equivalents count "
         "∇F, JVPs and VJPs as 1 and HVPs as 2; for Kvaerno5 they are a lower bound (Diffrax does not report its "
-        "Newton iterations). \"est.\" rows did not run to t1 within the budget: gradient descent's time is its "
+        'Newton iterations). "est." rows did not run to t1 within the budget: gradient descent\'s time is its '
         "step count times the measured time per step, an ODE solver's is extrapolated linearly in t from how "
         "far it got.",
         "",
@@ -240,10 +245,16 @@ def merge(results: list[dict]) -> dict:
     out = json.loads(json.dumps(results[0]))
     out["parts"] = []
     for number, part in enumerate(results, start=1):
-        out["parts"].append({"started": part["config"]["started"], "finished": part["config"].get("finished"),
-                             "problems": part["config"]["problems"], "lams": part["config"]["lams"],
-                             "methods": part["config"]["methods"],
-                             "load_average_at_start": part["machine"].get("load_average_at_start")})
+        out["parts"].append(
+            {
+                "started": part["config"]["started"],
+                "finished": part["config"].get("finished"),
+                "problems": part["config"]["problems"],
+                "lams": part["config"]["lams"],
+                "methods": part["config"]["methods"],
+                "load_average_at_start": part["machine"].get("load_average_at_start"),
+            }
+        )
         if number == 1:
             for run in out["runs"]:
                 run["part"] = 1

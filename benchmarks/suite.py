@@ -46,7 +46,6 @@ import sys
 import time
 from pathlib import Path
 
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -132,8 +131,17 @@ def worker_reference(spec: dict) -> dict:
     log_idx = np.searchsorted(grid, np.asarray(gflow.log_times(t1, NUM_SAVES)))
     sharp_idx = np.unique(log_idx[np.linspace(0, NUM_SAVES - 1, SHARPNESS_POINTS).round().astype(int)])
     t = time.perf_counter()
-    traj = gflow.simulate(problem, lam, t1, solver="ros34pw2", saveat=grid, rtol=rtol, atol=rtol * 1e-2,
-                          max_steps=2_000_000, save_params=True)
+    traj = gflow.simulate(
+        problem,
+        lam,
+        t1,
+        solver="ros34pw2",
+        saveat=grid,
+        rtol=rtol,
+        atol=rtol * 1e-2,
+        max_steps=2_000_000,
+        save_params=True,
+    )
     jax.block_until_ready(traj)
     wall = time.perf_counter() - t
     params, static = problem.split()
@@ -143,26 +151,41 @@ def worker_reference(spec: dict) -> dict:
         moved = eqx.tree_at(lambda pr: pr.model, problem, eqx.combine(p_i, static))
         sharp.append(float(gflow._simulate._top_hessian_eigenvalue(moved, iters=50)))
     out = {
-        "ok": bool(traj.ok), "message": traj.message, "rtol": rtol, "wall_s": wall,
+        "ok": bool(traj.ok),
+        "message": traj.message,
+        "rtol": rtol,
+        "wall_s": wall,
         "num_steps": int(traj.stats["num_steps"]),
         "grad_equivalents": int(traj.stats["num_gradient_equivalents"]),
         "sharpness": dict(zip([float(grid[i]) for i in sharp_idx], sharp, strict=True)),
-        "sharpness_max": max(sharp), "sharpness_0": sharp[0],
+        "sharpness_max": max(sharp),
+        "sharpness_0": sharp[0],
     }
-    np.savez(spec["cache"], theta=_flat(traj.final), ts=grid, test_loss=np.asarray(traj.metrics["test_loss"]),
-             test_accuracy=np.asarray(traj.metrics.get("test_accuracy", np.full(len(grid), np.nan))))
+    np.savez(
+        spec["cache"],
+        theta=_flat(traj.final),
+        ts=grid,
+        test_loss=np.asarray(traj.metrics["test_loss"]),
+        test_accuracy=np.asarray(traj.metrics.get("test_accuracy", np.full(len(grid), np.nan))),
+    )
     # Independent cross-check where it is affordable: the matrix-free W path at the same
     # tolerance (a different linear algebra and step sequence), or Tsit5 at rtol 1e-10.
     check = spec.get("check")
     if check:
         solver, c_rtol = check
         t = time.perf_counter()
-        other = gflow.simulate(problem, lam, t1, solver=solver, saveat=grid, rtol=c_rtol, atol=c_rtol * 1e-2,
-                               max_steps=2_000_000)
+        other = gflow.simulate(
+            problem, lam, t1, solver=solver, saveat=grid, rtol=c_rtol, atol=c_rtol * 1e-2, max_steps=2_000_000
+        )
         jax.block_until_ready(other)
         a, b = _flat(other.final), _flat(traj.final)
-        out["check"] = {"solver": solver, "rtol": c_rtol, "ok": bool(other.ok), "wall_s": time.perf_counter() - t,
-                        "final_rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(b))}
+        out["check"] = {
+            "solver": solver,
+            "rtol": c_rtol,
+            "ok": bool(other.ok),
+            "wall_s": time.perf_counter() - t,
+            "final_rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(b)),
+        }
     return out
 
 
@@ -179,7 +202,7 @@ def _errors(ref, theta, ts, curve):
 def worker_ode(spec: dict) -> dict:
     import numpy as np
 
-    jax = _jax()
+    _jax()  # float64 before gflow is imported
     import gflow
 
     problem = _problem(spec["problem"], spec["quick"])
@@ -190,8 +213,9 @@ def worker_ode(spec: dict) -> dict:
     budget, repeats = spec["budget"], spec["repeats"]
 
     def run(max_steps):
-        return lambda: gflow.simulate(problem, lam, t1, solver=solver, saveat=ref["ts"], rtol=rtol, atol=atol,
-                                      max_steps=max_steps)
+        return lambda: gflow.simulate(
+            problem, lam, t1, solver=solver, saveat=ref["ts"], rtol=rtol, atol=atol, max_steps=max_steps
+        )
 
     probe = spec.get("probe_steps")
     cap = probe or 2_000_000
@@ -225,10 +249,15 @@ def worker_ode(spec: dict) -> dict:
     stats = {k: int(v) for k, v in traj.stats.items() if k.startswith("num") or k == "max_steps"}
     row = {
         "status": "ok" if finished else "estimate",
-        "wall_s": wall, "compile_s": compile_s, "repeats": done,
-        "num_steps": stats.get("num_steps"), "num_rejected_steps": stats.get("num_rejected_steps"),
+        "wall_s": wall,
+        "compile_s": compile_s,
+        "repeats": done,
+        "num_steps": stats.get("num_steps"),
+        "num_rejected_steps": stats.get("num_rejected_steps"),
         "grad_equivalents": stats.get("num_gradient_equivalents", float("nan")),
-        "counts": stats, "baseline_rss_mb": rss0, "peak_rss_mb": _maxrss_mb(),
+        "counts": stats,
+        "baseline_rss_mb": rss0,
+        "peak_rss_mb": _maxrss_mb(),
         "t_reached": float(traj.t_final),
     }
     if solver == "kvaerno5":
@@ -257,7 +286,7 @@ def worker_ode(spec: dict) -> dict:
 def worker_gd(spec: dict) -> dict:
     import numpy as np
 
-    jax = _jax()
+    _jax()  # float64 before gflow is imported
     import gflow
 
     problem = _problem(spec["problem"], spec["quick"])
@@ -273,12 +302,23 @@ def worker_gd(spec: dict) -> dict:
     per, _, _ = _repeat(probe, 2, *_call(probe))
     per_step = per / probe_steps
     compile_s = max(first - per, 0.0)
-    row = {"eta": eta, "eta_stable": eta_stable, "num_steps": steps, "grad_equivalents": steps,
-           "baseline_rss_mb": rss0, "per_step_s": per_step, "compile_s": compile_s}
+    row = {
+        "eta": eta,
+        "eta_stable": eta_stable,
+        "num_steps": steps,
+        "grad_equivalents": steps,
+        "baseline_rss_mb": rss0,
+        "per_step_s": per_step,
+        "compile_s": compile_s,
+    }
     if steps * per_step > spec["budget"]:
-        row.update(status="estimate", wall_s_estimate=steps * per_step, peak_rss_mb=_maxrss_mb(),
-                   reason=f"{steps:.3g} steps x {per_step * 1e6:.2f} us/step (probe of {probe_steps} steps) "
-                   f"= {steps * per_step:.0f} s > {spec['budget']:.0f} s budget")
+        row.update(
+            status="estimate",
+            wall_s_estimate=steps * per_step,
+            peak_rss_mb=_maxrss_mb(),
+            reason=f"{steps:.3g} steps x {per_step * 1e6:.2f} us/step (probe of {probe_steps} steps) "
+            f"= {steps * per_step:.0f} s > {spec['budget']:.0f} s budget",
+        )
         return row
     full = lambda: gflow.gd(problem, lam, eta, steps, save_every=steps // 100)
     first_full, traj = _call(full)  # recompiles for the new step count
@@ -287,9 +327,15 @@ def worker_gd(spec: dict) -> dict:
     if wall * spec["repeats"] <= 3 * spec["budget"]:
         wall, done, traj = _repeat(full, spec["repeats"], *_call(full))
     final, curve = _errors(ref, _flat(traj.final), np.asarray(traj.ts), np.asarray(traj.metrics["test_loss"]))
-    row.update(status="ok" if bool(traj.ok) else "failed", wall_s=wall, repeats=done, peak_rss_mb=_maxrss_mb(),
-               final_rel_error=final, curve_rel_error=curve,
-               curve_note="on GD's save times t = k·t1/100 (also reference save times)")
+    row.update(
+        status="ok" if bool(traj.ok) else "failed",
+        wall_s=wall,
+        repeats=done,
+        peak_rss_mb=_maxrss_mb(),
+        final_rel_error=final,
+        curve_rel_error=curve,
+        curve_note="on GD's save times t = k·t1/100 (also reference save times)",
+    )
     if not bool(traj.ok):
         row["reason"] = traj.message
     return row
@@ -315,7 +361,7 @@ def _spawn(spec: dict, timeout: float) -> dict:
         return {"status": "skipped", "reason": f"worker exceeded {timeout:.0f} s"}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     return {"status": "failed", "reason": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
 
 
@@ -338,10 +384,18 @@ def machine_info() -> dict:
     except OSError:
         load = (float("nan"),) * 3
     return {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "memory_gib": round(mem, 1), "platform": platform.platform(),
-        "python": platform.python_version(), "jax": jax.__version__, "diffrax": diffrax.__version__,
-        "equinox": equinox.__version__, "numpy": numpy.__version__, "devices": [str(d) for d in jax.devices()],
-        "load_average_at_start": load, "dtype": "float64",
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "diffrax": diffrax.__version__,
+        "equinox": equinox.__version__,
+        "numpy": numpy.__version__,
+        "devices": [str(d) for d in jax.devices()],
+        "load_average_at_start": load,
+        "dtype": "float64",
     }
 
 
@@ -353,8 +407,10 @@ def method_spec(method: str, problem: str, n_params: int, auto_is_krylov: bool) 
         return "same as ros34pw2 (its W-matrix choice is already matrix-free CG here)"
     if method == "kvaerno5" and n_params > KVAERNO_MAX_PARAMS:
         gib = n_params**2 * 8 / 2**30
-        return (f"dense {n_params}x{n_params} Jacobian ({gib:.1f} GiB) and ~{n_params**3 * 2 / 3:.1e} flops per LU, "
-                "every step: not run")
+        return (
+            f"dense {n_params}x{n_params} Jacobian ({gib:.1f} GiB) and ~{n_params**3 * 2 / 3:.1e} flops per LU, "
+            "every step: not run"
+        )
     if method == "ros34pw2@1e-4":
         return {"kind": "ode", "solver": "ros34pw2", "rtol": LOOSE_RTOL, "atol": LOOSE_ATOL}
     spec = {"kind": "ode", "solver": method, "rtol": BENCH_RTOL, "atol": BENCH_ATOL}
@@ -364,10 +420,9 @@ def method_spec(method: str, problem: str, n_params: int, auto_is_krylov: bool) 
 
 
 def run_suite(args) -> dict:
-    jax = _jax()
-    from benchmarks.problems import PROBLEMS, describe
-
+    _jax()  # float64 before gflow is imported
     import gflow
+    from benchmarks.problems import PROBLEMS, describe
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -375,14 +430,29 @@ def run_suite(args) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     problems = args.problems.split(",") if args.problems else (["diag100"] if args.quick else list(PROBLEMS))
     lams = [float(x) for x in args.lams.split(",")] if args.lams else ([1e-2] if args.quick else list(LAMS))
-    methods = args.methods.split(",") if args.methods else (["gd", "tsit5", "ros34pw2"] if args.quick else list(METHODS))
+    methods = (
+        args.methods.split(",") if args.methods else (["gd", "tsit5", "ros34pw2"] if args.quick else list(METHODS))
+    )
     repeats = 1 if args.quick else args.repeats
     result = {
-        "config": {"quick": args.quick, "problems": problems, "lams": lams, "methods": methods, "repeats": repeats,
-                   "budget_s": args.budget, "t1": "10/lam", "rtol": BENCH_RTOL, "atol": BENCH_ATOL,
-                   "loose_rtol": LOOSE_RTOL, "num_saves": NUM_SAVES,
-                   "started": datetime.datetime.now().isoformat(timespec="seconds")},
-        "machine": machine_info(), "problems": {}, "references": {}, "runs": [],
+        "config": {
+            "quick": args.quick,
+            "problems": problems,
+            "lams": lams,
+            "methods": methods,
+            "repeats": repeats,
+            "budget_s": args.budget,
+            "t1": "10/lam",
+            "rtol": BENCH_RTOL,
+            "atol": BENCH_ATOL,
+            "loose_rtol": LOOSE_RTOL,
+            "num_saves": NUM_SAVES,
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        },
+        "machine": machine_info(),
+        "problems": {},
+        "references": {},
+        "runs": [],
     }
     name = "long_horizons_quick.json" if args.quick else "long_horizons.json"
     path = out_dir / name
@@ -414,13 +484,31 @@ def run_suite(args) -> dict:
                 else:
                     check = ("ros34pw2", 10 * _reference_tol(pname))
                 print(f"[{key}] reference ...", flush=True)
-                ref = _spawn({"kind": "reference", "problem": pname, "quick": args.quick, "lam": lam,
-                              "cache": str(ref_file), "check": check}, timeout=args.ref_timeout)
+                ref = _spawn(
+                    {
+                        "kind": "reference",
+                        "problem": pname,
+                        "quick": args.quick,
+                        "lam": lam,
+                        "cache": str(ref_file),
+                        "check": check,
+                    },
+                    timeout=args.ref_timeout,
+                )
                 if "sharpness_max" not in ref or not ref.get("ok"):
                     print(f"[{key}] reference failed: {ref}", flush=True)
                     result["references"][key] = ref
-                    result["runs"] += [{"problem": pname, "lam": lam, "method": m, "t1": 10 / lam, "status": "skipped",
-                                        "reason": "no reference"} for m in methods]
+                    result["runs"] += [
+                        {
+                            "problem": pname,
+                            "lam": lam,
+                            "method": m,
+                            "t1": 10 / lam,
+                            "status": "skipped",
+                            "reason": "no reference",
+                        }
+                        for m in methods
+                    ]
                     save()
                     continue
                 meta_file.write_text(json.dumps(ref))
@@ -431,13 +519,23 @@ def run_suite(args) -> dict:
                 if isinstance(spec, str):
                     row.update(status="skipped", reason=spec)
                 else:
-                    spec.update(problem=pname, quick=args.quick, lam=lam, cache=str(ref_file), budget=args.budget,
-                                repeats=repeats, sharpness_max=ref["sharpness_max"])
+                    spec.update(
+                        problem=pname,
+                        quick=args.quick,
+                        lam=lam,
+                        cache=str(ref_file),
+                        budget=args.budget,
+                        repeats=repeats,
+                        sharpness_max=ref["sharpness_max"],
+                    )
                     t = time.perf_counter()
                     row.update(_spawn(spec, timeout=args.worker_timeout))
                     row["process_s"] = time.perf_counter() - t
-                print(f"[{key}] {method}: {row.get('status')} wall={row.get('wall_s', row.get('wall_s_estimate'))} "
-                      f"ge={row.get('grad_equivalents')} err={row.get('final_rel_error')}", flush=True)
+                print(
+                    f"[{key}] {method}: {row.get('status')} wall={row.get('wall_s', row.get('wall_s_estimate'))} "
+                    f"ge={row.get('grad_equivalents')} err={row.get('final_rel_error')}",
+                    flush=True,
+                )
                 result["runs"].append(row)
                 save()
     save()
@@ -450,11 +548,16 @@ def run_suite(args) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: diag100 (40 parameters), lam 1e-2, gd/tsit5/ros34pw2")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: diag100 (40 parameters), lam 1e-2, gd/tsit5/ros34pw2"
+    )
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON (default benchmarks/results)")
-    parser.add_argument("--cache", default=None,
-                        help="reference cache folder (default $XDG_CACHE_HOME/gflow-benchmarks, or OUT/cache with --quick)")
-    parser.add_argument("--problems", help=f"comma list (default all)")
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="reference cache folder (default $XDG_CACHE_HOME/gflow-benchmarks, or OUT/cache with --quick)",
+    )
+    parser.add_argument("--problems", help="comma list (default all)")
     parser.add_argument("--lams", help="comma list (default 1e-2,1e-3,1e-4,1e-5)")
     parser.add_argument("--methods", help=f"comma list of {', '.join(METHODS)}")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the first (median)")

@@ -20,13 +20,11 @@ import time
 
 import jax
 
-
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 
 import gflow  # noqa: E402
-
 
 TAU1 = 3.0
 SOLVER = "tsit5"
@@ -49,8 +47,17 @@ def grid(size: int):
 def run_sweep(size: int, chunk_size=None):
     """`gflow.sweep` with its default chunking (`chunk_size=None`) or a given one."""
     lam, seeds = grid(size)
-    ds = gflow.sweep(make_problem, lam=lam, seed=seeds, alpha=[1.0], t1=TAU1, solver=SOLVER, saveat=SAVES,
-                     progress=False, chunk_size=chunk_size)
+    ds = gflow.sweep(
+        make_problem,
+        lam=lam,
+        seed=seeds,
+        alpha=[1.0],
+        t1=TAU1,
+        solver=SOLVER,
+        saveat=SAVES,
+        progress=False,
+        chunk_size=chunk_size,
+    )
     return ds
 
 
@@ -59,8 +66,14 @@ def run_loop(size: int, save_ts):
     out = []
     for l in lam:
         for s in seeds:
-            traj = gflow.simulate(make_problem(jax.random.PRNGKey(int(s)), 1.0), float(l), TAU1, solver=SOLVER,
-                                  saveat=save_ts, time="slow")
+            traj = gflow.simulate(
+                make_problem(jax.random.PRNGKey(int(s)), 1.0),
+                float(l),
+                TAU1,
+                solver=SOLVER,
+                saveat=save_ts,
+                time="slow",
+            )
             out.append(jax.block_until_ready(traj))
     return out
 
@@ -134,7 +147,8 @@ def main(argv=None):
         r = rows[-1]
         print(
             f"grid {size:4d}: sweep {r['sweep_run_s']:.3f} s ({r['sweep_traj_per_s']:.1f} traj/s, compile "
-            f"{r['sweep_compile_s']:.1f} s, chunks of {r['sweep_chunk_size']}) | whole grid {whole_s:.3f} s | loop {r['loop_run_s']:.3f} s ({r['loop_traj_per_s']:.1f} traj/s) | "
+            f"{r['sweep_compile_s']:.1f} s, chunks of {r['sweep_chunk_size']}) | whole grid {whole_s:.3f} s | "
+            f"loop {r['loop_run_s']:.3f} s ({r['loop_traj_per_s']:.1f} traj/s) | "
             f"speed-up {r['speedup']:.1f}x | steps {r['steps_min']}-{r['steps_max']} | max rel diff {max_rel:.1e}",
             flush=True,
         )
@@ -161,8 +175,10 @@ def main(argv=None):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         print(f"wrote {out}")
-    print("\n| grid | chunk | sweep run (s) | sweep compile (s) | whole grid run (s) | loop run (s) | sweep traj/s | "
-          "loop traj/s | speed-up | speed-up, whole grid |")
+    print(
+        "\n| grid | chunk | sweep run (s) | sweep compile (s) | whole grid run (s) | loop run (s) | sweep traj/s | "
+        "loop traj/s | speed-up | speed-up, whole grid |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(

@@ -27,7 +27,6 @@ import time
 
 import jax
 
-
 jax.config.update("jax_enable_x64", True)
 
 import equinox as eqx  # noqa: E402
@@ -37,7 +36,6 @@ import numpy as np  # noqa: E402
 import gflow  # noqa: E402
 from gflow._manifold import build_manifold  # noqa: E402
 
-
 WIDTH = 512
 TRAIN_FRACTION = 0.9
 
@@ -45,8 +43,9 @@ TRAIN_FRACTION = 0.9
 def problems(p: int):
     """(built-in MSE problem, the same residuals as a custom function) at a trained-like point."""
     net = gflow.models.EmbeddingNet.init(p, WIDTH, key=jax.random.PRNGKey(0), init="torch")
-    mse = gflow.tasks.modular_arithmetic(0, p=p, pairs="unordered", train_fraction=TRAIN_FRACTION, loss="mse",
-                                         model=net)
+    mse = gflow.tasks.modular_arithmetic(
+        0, p=p, pairs="unordered", train_fraction=TRAIN_FRACTION, loss="mse", model=net
+    )
     custom = gflow.Problem(mse.model, mse.train, test=mse.test, residuals=lambda m, d: mse.residuals_fn(m, d))
     return mse, custom
 
@@ -68,8 +67,12 @@ def measure(p: int, repeats: int) -> dict:
     mse, custom = problems(p)
     flat0, unravel = jax.flatten_util.ravel_pytree(mse.params)
     vector = unravel(jax.random.normal(jax.random.PRNGKey(1), flat0.shape, flat0.dtype))
-    row = {"p": p, "train_pairs": int(mse.train["x"].shape[0]), "params": int(flat0.size),
-           "residuals": int(mse.residuals_fn(mse.model, mse.train).shape[0])}
+    row = {
+        "p": p,
+        "train_pairs": int(mse.train["x"].shape[0]),
+        "params": int(flat0.size),
+        "residuals": int(mse.residuals_fn(mse.model, mse.train).shape[0]),
+    }
     results = {}
     for name, problem in (("per_example", mse), ("generic", custom)):
         project = eqx.filter_jit(lambda prob, v: gflow.project_tangent(prob, prob.model, v, linear_solver="dense")[0])
@@ -80,8 +83,18 @@ def measure(p: int, repeats: int) -> dict:
     # J alone, both ways, from the manifold the projection uses: per-example Jacobians against one
     # whole-batch VJP per residual.
     static = mse.split()[1]
-    geometry = build_manifold(mse, static, unravel, manifold="zero_loss", path="dense", rcond=None, kernel_rtol=None,
-                              krylov_dim=1, cg_rtol=None, cg_max_steps=1)
+    geometry = build_manifold(
+        mse,
+        static,
+        unravel,
+        manifold="zero_loss",
+        path="dense",
+        rcond=None,
+        kernel_rtol=None,
+        krylov_dim=1,
+        cg_rtol=None,
+        cg_max_steps=1,
+    )
 
     def generic_jacobian(flat):
         r, vjp = jax.vjp(geometry.residuals, flat)
@@ -92,8 +105,9 @@ def measure(p: int, repeats: int) -> dict:
         row[f"{name}_jacobian_s"] = run_s
     row["speedup"] = row["generic_run_s"] / row["per_example_run_s"]
     row["jacobian_speedup"] = row["generic_jacobian_s"] / row["per_example_jacobian_s"]
-    row["max_rel_diff"] = float(np.max(np.abs(results["per_example"] - results["generic"]))
-                                / np.max(np.abs(results["generic"])))
+    row["max_rel_diff"] = float(
+        np.max(np.abs(results["per_example"] - results["generic"])) / np.max(np.abs(results["generic"]))
+    )
     return row
 
 
@@ -108,28 +122,41 @@ def main(argv=None):
     for p in sizes:
         rows.append(measure(p, repeats))
         r = rows[-1]
-        print(f"p = {p}: {r['residuals']} residuals, {r['params']} parameters | per-example {r['per_example_run_s']:.3f} s"
-              f" (compile {r['per_example_compile_s']:.1f} s) | generic {r['generic_run_s']:.3f} s (compile "
-              f"{r['generic_compile_s']:.1f} s) | speed-up {r['speedup']:.1f}x | J alone {r['per_example_jacobian_s']:.3f} s "
-              f"vs {r['generic_jacobian_s']:.3f} s ({r['jacobian_speedup']:.1f}x) | max rel diff {r['max_rel_diff']:.1e}",
-              flush=True)
+        print(
+            f"p = {p}: {r['residuals']} residuals, {r['params']} parameters | "
+            f"per-example {r['per_example_run_s']:.3f} s"
+            f" (compile {r['per_example_compile_s']:.1f} s) | generic {r['generic_run_s']:.3f} s (compile "
+            f"{r['generic_compile_s']:.1f} s) | speed-up {r['speedup']:.1f}x | "
+            f"J alone {r['per_example_jacobian_s']:.3f} s "
+            f"vs {r['generic_jacobian_s']:.3f} s ({r['jacobian_speedup']:.1f}x) | max rel diff {r['max_rel_diff']:.1e}",
+            flush=True,
+        )
     result = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "jax": jax.__version__,
-                    "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
-                    "load_average_at_start": list(os.getloadavg())},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "device": str(jax.devices()[0]),
+            "cpu_count": os.cpu_count(),
+            "load_average_at_start": list(os.getloadavg()),
+        },
         "config": {"width": WIDTH, "train_fraction": TRAIN_FRACTION, "repeats": repeats, "quick": args.quick},
         "rows": rows,
     }
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print("| p | residuals n | parameters d | per-example J: projection (s) | generic J: projection (s) | speed-up "
-          "| J alone, per-example (s) | J alone, generic (s) | speed-up | max rel diff |")
+    print(
+        "| p | residuals n | parameters d | per-example J: projection (s) | generic J: projection (s) | speed-up "
+        "| J alone, per-example (s) | J alone, generic (s) | speed-up | max rel diff |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['p']} | {r['residuals']} | {r['params']} | {r['per_example_run_s']:.3g} | {r['generic_run_s']:.3g} "
-              f"| {r['speedup']:.1f}x | {r['per_example_jacobian_s']:.3g} | {r['generic_jacobian_s']:.3g} "
-              f"| {r['jacobian_speedup']:.1f}x | {r['max_rel_diff']:.1e} |")
+        print(
+            f"| {r['p']} | {r['residuals']} | {r['params']} | {r['per_example_run_s']:.3g} | {r['generic_run_s']:.3g} "
+            f"| {r['speedup']:.1f}x | {r['per_example_jacobian_s']:.3g} | {r['generic_jacobian_s']:.3g} "
+            f"| {r['jacobian_speedup']:.1f}x | {r['max_rel_diff']:.1e} |"
+        )
     return result
 
 

@@ -14,9 +14,7 @@ from ._simulate import _param_dtype, _scalar, check_lam, default_divergence_norm
 from ._solution import RESULTS, Trajectory
 
 
-def gd(
-    problem: Problem, lam, lr, steps: int, *, save_every: int | None = None, divergence_norm=None
-) -> Trajectory:
+def gd(problem: Problem, lam, lr, steps: int, *, save_every: int | None = None, divergence_norm=None) -> Trajectory:
     r"""Full-batch gradient descent on F_λ, as the papers ran it.
 
     $$\theta_{k+1} = \theta_k - \eta\,(\nabla F(\theta_k) + \lambda\, m\odot\theta_k)$$

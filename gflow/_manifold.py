@@ -26,7 +26,6 @@ import lineax as lx
 
 from ._problem import Problem, ProblemError, mse_residuals
 
-
 MANIFOLDS = ("zero_loss", "critical")
 LINEAR_SOLVERS = ("auto", "dense", "matrix_free")
 
@@ -239,9 +238,7 @@ def _lanczos(matvec, b, m: int):
         q_next = jnp.where(nw > tiny, w / jnp.where(nw > tiny, nw, 1.0), 0.0)
         return basis.at[j + 1].set(q_next), alpha.at[j].set(a), beta.at[j].set(nw)
 
-    basis, alpha, beta = jax.lax.fori_loop(
-        0, m, body, (basis, jnp.zeros((m,), dtype), jnp.zeros((m,), dtype))
-    )
+    basis, alpha, beta = jax.lax.fori_loop(0, m, body, (basis, jnp.zeros((m,), dtype), jnp.zeros((m,), dtype)))
     tri = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
     ritz, s = jnp.linalg.eigh(tri)
     vecs = basis[:m].T @ s
@@ -249,16 +246,27 @@ def _lanczos(matvec, b, m: int):
 
 
 def build_manifold(
-    problem: Problem, static, unravel, *, manifold: str, path: str, rcond, kernel_rtol, krylov_dim: int,
-    cg_rtol, cg_max_steps: int,
+    problem: Problem,
+    static,
+    unravel,
+    *,
+    manifold: str,
+    path: str,
+    rcond,
+    kernel_rtol,
+    krylov_dim: int,
+    cg_rtol,
+    cg_max_steps: int,
 ) -> AbstractManifold:
     """The geometry of `manifold` for `problem`, as functions of the flat parameter vector."""
     if manifold == "zero_loss":
+
         def residuals(flat):
             return problem.residuals_fn(eqx.combine(unravel(flat), static), problem.train)
 
         jacobian = None
         if problem.residuals_fn is mse_residuals:
+
             def jacobian(flat):
                 # Row i·k + c is ∂f_c(x_i)/∂θ, the order of mse_residuals' flattening.
                 def outputs(flat_, x):

@@ -149,9 +149,7 @@ class Problem(eqx.Module):
         decay_mask=None,
     ):
         if (loss is None) == (residuals is None):
-            raise ProblemError(
-                "give exactly one of loss=(model, data) -> scalar or residuals=(model, data) -> vector"
-            )
+            raise ProblemError("give exactly one of loss=(model, data) -> scalar or residuals=(model, data) -> vector")
         loss_name = None
         if isinstance(residuals, str):
             if residuals != "mse":
@@ -160,7 +158,9 @@ class Problem(eqx.Module):
             loss_name = "mse"
         if isinstance(loss, str):
             if loss not in _BUILTIN_LOSSES:
-                raise ProblemError(f"unknown loss {loss!r}; choose one of {', '.join(_BUILTIN_LOSSES)} or pass a function")
+                raise ProblemError(
+                    f"unknown loss {loss!r}; choose one of {', '.join(_BUILTIN_LOSSES)} or pass a function"
+                )
             loss_name = loss
             if loss == "mse":
                 loss, residuals = None, mse_residuals
@@ -264,7 +264,9 @@ def _check_parameters(model):
                 raise ProblemError(f"model leaf {_path_str(path)} is complex; gflow integrates real parameters")
             floats += 1
             if _is_concrete(leaf) and not bool(np.all(np.isfinite(np.asarray(leaf)))):
-                raise ProblemError(f"model leaf {_path_str(path)} has non-finite initial values; fix the initialisation")
+                raise ProblemError(
+                    f"model leaf {_path_str(path)} has non-finite initial values; fix the initialisation"
+                )
     if floats == 0:
         raise ProblemError("the model has no floating-point array leaves: nothing to integrate")
 

@@ -64,7 +64,6 @@ import numpy as np
 
 from ._problem import Problem, _batched_outputs
 
-
 # ---------------------------------------------------------------------------------------------
 # The tableau
 # ---------------------------------------------------------------------------------------------
@@ -212,12 +211,7 @@ def gradient_equivalents(stats: dict):
     A conservative convention: a linearised JVP costs about one forward pass (≈ 1/3 of a
     gradient) and an HVP by forward-over-reverse about 2–4 gradients' worth of FLOPs.
     """
-    return (
-        stats["num_vf_evals"]
-        + stats.get("num_jvps", 0)
-        + stats.get("num_vjps", 0)
-        + 2 * stats.get("num_hvps", 0)
-    )
+    return stats["num_vf_evals"] + stats.get("num_jvps", 0) + stats.get("num_vjps", 0) + 2 * stats.get("num_hvps", 0)
 
 
 class CountingController(diffrax.AbstractAdaptiveStepSizeController):
@@ -603,6 +597,7 @@ def num_outputs(problem: Problem) -> int:
 # ---------------------------------------------------------------------------------------------
 # Dense output
 # ---------------------------------------------------------------------------------------------
+
 
 class CubicInterpolation(diffrax.AbstractLocalInterpolation):
     """θ(t) = Σ_k c_k ξ^k with ξ = (t − t0)/(t1 − t0): `coeffs` holds (c3, c2, c1, c0) per leaf."""

@@ -28,7 +28,6 @@ from .analysis import phase_times
 from .experiments import get_experiment, to_toml, validate_config
 from .plot import plot_trajectory
 
-
 RUN_FILES = ("config.toml", "trajectory.nc", "final.eqx", "trajectory.png", "summary.md", "metadata.json")
 
 
@@ -48,15 +47,27 @@ def run_config(cfg, out_dir, *, progress: bool = True, echo=print) -> dict:
 
     problem = build_problem(cfg)
     echo(f"gflow run {exp.name}: {exp.description}")
-    echo(f"  {exp.task}({', '.join(f'{k}={v}' for k, v in cfg['task'].items())}); "
-         f"λ = {run['lam']:g}, t1 = {run['t1']:g} ({'τ' if run['time'] == 'slow' else 't'}), "
-         f"{count_params(problem.model)} parameters")
+    echo(
+        f"  {exp.task}({', '.join(f'{k}={v}' for k, v in cfg['task'].items())}); "
+        f"λ = {run['lam']:g}, t1 = {run['t1']:g} ({'τ' if run['time'] == 'slow' else 't'}), "
+        f"{count_params(problem.model)} parameters"
+    )
     saveat = run["saves"]
     if run["t_min"] is not None:
         saveat = log_times(np.float64(run["t1"]), run["saves"], run["t_min"])
     start = time.perf_counter()
-    traj = simulate(problem, run["lam"], run["t1"], solver=run["solver"], saveat=saveat, rtol=run["rtol"],
-                    atol=run["atol"], max_steps=run["max_steps"], time=run["time"], progress=progress)
+    traj = simulate(
+        problem,
+        run["lam"],
+        run["t1"],
+        solver=run["solver"],
+        saveat=saveat,
+        rtol=run["rtol"],
+        atol=run["atol"],
+        max_steps=run["max_steps"],
+        time=run["time"],
+        progress=progress,
+    )
     jax.block_until_ready(traj)
     wall = time.perf_counter() - start
 
@@ -74,7 +85,7 @@ def run_config(cfg, out_dir, *, progress: bool = True, echo=print) -> dict:
         "device": str(jax.devices()[0]),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "wall_seconds_including_compilation": wall,
         "command": " ".join(sys.argv),
     }
@@ -159,7 +170,8 @@ def plot_run(run_dir, *, traj=None) -> list[pathlib.Path]:
         from ._problem import ProblemError
 
         raise ProblemError(
-            f"{run_dir} is not a gflow run folder (no trajectory.nc or store/); give a folder made by gflow run/sweep/demo"
+            f"{run_dir} is not a gflow run folder (no trajectory.nc or store/); "
+            "give a folder made by gflow run/sweep/demo"
         )
     return written
 
@@ -189,7 +201,7 @@ def _trajectory_from_netcdf(path):
         metrics={k: jnp.asarray(v.values) for k, v in ds.data_vars.items()},
         final=None,
         t_final=jnp.asarray(ds.attrs["t_final"]),
-        stats={k[len("stats_"):]: jnp.asarray(v) for k, v in ds.attrs.items() if k.startswith("stats_")},
+        stats={k[len("stats_") :]: jnp.asarray(v) for k, v in ds.attrs.items() if k.startswith("stats_")},
         result=result,
         lam=jnp.asarray(ds.attrs["lam"]),
         time="slow" if slow else "fast",

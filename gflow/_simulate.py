@@ -24,7 +24,6 @@ from ._rosenbrock import (
 )
 from ._solution import RESULTS, Trajectory
 
-
 # Name -> (diffrax solver class, new vector-field evaluations per attempted step, or None when
 # the count is not fixed: the implicit solvers' Newton iterations happen inside Diffrax, and the
 # Rosenbrock-W solvers count their own work exactly, see `_rosenbrock.CountingController`).
@@ -101,7 +100,9 @@ def _param_dtype(problem: Problem):
 def _scalar(name: str, value, dtype) -> jax.Array:
     arr = jnp.asarray(value)
     if arr.ndim != 0:
-        raise ProblemError(f"{name} must be a scalar, got shape {arr.shape}; run one value per call (gflow.sweep is not there yet)")
+        raise ProblemError(
+            f"{name} must be a scalar, got shape {arr.shape}; run one value per call (gflow.sweep is not there yet)"
+        )
     if _is_concrete(arr) and not bool(jnp.isfinite(arr)):
         raise ProblemError(f"{name} must be finite, got {value}")
     return arr.astype(dtype)
@@ -296,8 +297,18 @@ def simulate(
     divergence_norm = jnp.asarray(divergence_norm, dtype)
 
     traj = _simulate(
-        problem, lam, t1, save_ts, divergence_norm, rtol, atol,
-        solver=solver, num_saves=num_saves, max_steps=max_steps, slow=slow, save_params=bool(save_params),
+        problem,
+        lam,
+        t1,
+        save_ts,
+        divergence_norm,
+        rtol,
+        atol,
+        solver=solver,
+        num_saves=num_saves,
+        max_steps=max_steps,
+        slow=slow,
+        save_params=bool(save_params),
         progress=bool(progress),
     )
     if stats_extra:
@@ -320,7 +331,19 @@ def _controller(solver: str, rtol, atol):
 
 @eqx.filter_jit
 def _simulate(
-    problem, lam, t1, save_ts, divergence_norm, rtol, atol, *, solver, num_saves, max_steps, slow, save_params,
+    problem,
+    lam,
+    t1,
+    save_ts,
+    divergence_norm,
+    rtol,
+    atol,
+    *,
+    solver,
+    num_saves,
+    max_steps,
+    slow,
+    save_params,
     progress=False,
 ):
     _, evals_per_step = _SOLVERS[solver]
@@ -410,4 +433,3 @@ def _simulate(
         solver=solver,
         params=saved_params,
     )
-

@@ -49,7 +49,6 @@ from ._simulate import (
 )
 from ._solution import RESULTS, Trajectory
 
-
 __all__ = [
     "FLOW_NOT_CONVERGED",
     "LEFT_MANIFOLD",
@@ -186,8 +185,14 @@ def flow_limit(
     if divergence_norm is None:
         divergence_norm = 1e8 * (1.0 + tree_norm(problem.params))
     return _flow_limit(
-        problem, tol, t_max, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), jnp.asarray(divergence_norm, dtype),
-        solver=solver, max_steps=max_steps,
+        problem,
+        tol,
+        t_max,
+        jnp.asarray(rtol, dtype),
+        jnp.asarray(atol, dtype),
+        jnp.asarray(divergence_norm, dtype),
+        solver=solver,
+        max_steps=max_steps,
     )
 
 
@@ -409,10 +414,26 @@ def slow_flow(
     start_params = _check_start(problem, start)
 
     traj = _slow_flow(
-        problem, start_params, tau1, save_ts, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), gain, rcond,
-        kernel_rtol, manifold_tol, jnp.asarray(default_cg_rtol(dtype), dtype), limit_result,
-        manifold=manifold, path=path, krylov_dim=krylov_dim, cg_max_steps=cg_max_steps, solver=solver,
-        num_saves=num_saves, max_steps=max_steps, save_params=bool(save_params),
+        problem,
+        start_params,
+        tau1,
+        save_ts,
+        jnp.asarray(rtol, dtype),
+        jnp.asarray(atol, dtype),
+        gain,
+        rcond,
+        kernel_rtol,
+        manifold_tol,
+        jnp.asarray(default_cg_rtol(dtype), dtype),
+        limit_result,
+        manifold=manifold,
+        path=path,
+        krylov_dim=krylov_dim,
+        cg_max_steps=cg_max_steps,
+        solver=solver,
+        num_saves=num_saves,
+        max_steps=max_steps,
+        save_params=bool(save_params),
     )
     if stats_extra:
         traj = eqx.tree_at(lambda tr: tr.stats, traj, {**traj.stats, **stats_extra})
@@ -421,8 +442,27 @@ def slow_flow(
 
 @eqx.filter_jit
 def _slow_flow(
-    problem, start_params, tau1, save_ts, rtol, atol, gain, rcond, kernel_rtol, manifold_tol, cg_rtol, limit_result,
-    *, manifold, path, krylov_dim, cg_max_steps, solver, num_saves, max_steps, save_params,
+    problem,
+    start_params,
+    tau1,
+    save_ts,
+    rtol,
+    atol,
+    gain,
+    rcond,
+    kernel_rtol,
+    manifold_tol,
+    cg_rtol,
+    limit_result,
+    *,
+    manifold,
+    path,
+    krylov_dim,
+    cg_max_steps,
+    solver,
+    num_saves,
+    max_steps,
+    save_params,
 ):
     _, static = problem.split()
     flat0, unravel = jax.flatten_util.ravel_pytree(start_params)
@@ -431,8 +471,16 @@ def _slow_flow(
     if manifold == "zero_loss":
         n_res = jax.eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
     geometry = build_manifold(
-        problem, static, unravel, manifold=manifold, path=path, rcond=rcond, kernel_rtol=kernel_rtol,
-        krylov_dim=krylov_dim, cg_rtol=cg_rtol, cg_max_steps=cg_max_steps or 10 * (n_res or 1),
+        problem,
+        static,
+        unravel,
+        manifold=manifold,
+        path=path,
+        rcond=rcond,
+        kernel_rtol=kernel_rtol,
+        krylov_dim=krylov_dim,
+        cg_rtol=cg_rtol,
+        cg_max_steps=cg_max_steps or 10 * (n_res or 1),
     )
     mask = flat_decay_mask(problem, start_params).astype(dtype)
     zero = jnp.zeros((), dtype)
@@ -567,8 +615,15 @@ def project_tangent(
     rcond = _scalar("rcond", default_rcond(dtype) if rcond is None else rcond, dtype)
     kernel_rtol = _scalar("kernel_rtol", default_kernel_rtol(dtype) if kernel_rtol is None else kernel_rtol, dtype)
     return _project_tangent(
-        problem, params, vector, rcond, kernel_rtol, jnp.asarray(default_cg_rtol(dtype), dtype),
-        manifold=manifold, path=path, krylov_dim=krylov_dim,
+        problem,
+        params,
+        vector,
+        rcond,
+        kernel_rtol,
+        jnp.asarray(default_cg_rtol(dtype), dtype),
+        manifold=manifold,
+        path=path,
+        krylov_dim=krylov_dim,
     )
 
 
@@ -580,8 +635,16 @@ def _project_tangent(problem, params, vector, rcond, kernel_rtol, cg_rtol, *, ma
     if manifold == "zero_loss":
         n_res = jax.eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
     geometry = build_manifold(
-        problem, static, unravel, manifold=manifold, path=path, rcond=rcond, kernel_rtol=kernel_rtol,
-        krylov_dim=krylov_dim, cg_rtol=cg_rtol, cg_max_steps=10 * n_res,
+        problem,
+        static,
+        unravel,
+        manifold=manifold,
+        path=path,
+        rcond=rcond,
+        kernel_rtol=kernel_rtol,
+        krylov_dim=krylov_dim,
+        cg_rtol=cg_rtol,
+        cg_max_steps=10 * n_res,
     )
     if vector is None:
         v = flat_decay_mask(problem, params).astype(flat.dtype) * flat

@@ -107,5 +107,10 @@ class Trajectory(eqx.Module):
             "result": self.message,
             "t_final": float(self.t_final),
         }
-        attrs.update({f"stats_{k}": float(v) if np.issubdtype(np.asarray(v).dtype, np.inexact) else int(v) for k, v in self.stats.items()})
+        attrs.update(
+            {
+                f"stats_{k}": float(v) if np.issubdtype(np.asarray(v).dtype, np.inexact) else int(v)
+                for k, v in self.stats.items()
+            }
+        )
         return xr.Dataset(data, coords=coords, attrs=attrs)

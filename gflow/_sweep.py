@@ -83,7 +83,8 @@ def _takes_alpha(make_problem) -> bool:
         return flag
     try:
         params = [
-            p for p in inspect.signature(make_problem).parameters.values()
+            p
+            for p in inspect.signature(make_problem).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
         ]
     except (TypeError, ValueError):
@@ -92,8 +93,9 @@ def _takes_alpha(make_problem) -> bool:
 
 
 @eqx.filter_jit
-def _run_chunk(make_problem, lam, seed, alpha, t1, save_ts, rtol, atol, *, has_alpha, solver, num_saves,
-               max_steps, slow):
+def _run_chunk(
+    make_problem, lam, seed, alpha, t1, save_ts, rtol, atol, *, has_alpha, solver, num_saves, max_steps, slow
+):
     """One compiled call per chunk shape: vmap over members of (λ, seed, α, t1)."""
 
     def member(lam_i, seed_i, alpha_i, t1_i):
@@ -101,8 +103,18 @@ def _run_chunk(make_problem, lam, seed, alpha, t1, save_ts, rtol, atol, *, has_a
         problem = make_problem(key, alpha_i) if has_alpha else make_problem(key)
         dtype = _param_dtype(problem)
         return _simulate(
-            problem, lam_i.astype(dtype), t1_i.astype(dtype), save_ts, default_divergence_norm(problem),
-            rtol, atol, solver=solver, num_saves=num_saves, max_steps=max_steps, slow=slow, save_params=False,
+            problem,
+            lam_i.astype(dtype),
+            t1_i.astype(dtype),
+            save_ts,
+            default_divergence_norm(problem),
+            rtol,
+            atol,
+            solver=solver,
+            num_saves=num_saves,
+            max_steps=max_steps,
+            slow=slow,
+            save_params=False,
         )
 
     return jax.vmap(member)(lam, seed, alpha, t1)
@@ -134,7 +146,9 @@ class _Store:
             try:
                 found = json.loads(cfg_file.read_text())
             except (OSError, json.JSONDecodeError) as err:
-                raise SweepStoreError(f"sweep store {self.path} has an unreadable config.json ({err}); use a new store path") from None
+                raise SweepStoreError(
+                    f"sweep store {self.path} has an unreadable config.json ({err}); use a new store path"
+                ) from None
             if found != wanted:
                 diff = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
                 raise SweepStoreError(
@@ -274,7 +288,9 @@ def sweep(
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ProblemError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
-    members = np.array(list(itertools.product(range(lam_values.size), range(seed_values.size), range(alpha_values.size))))
+    members = np.array(
+        list(itertools.product(range(lam_values.size), range(seed_values.size), range(alpha_values.size)))
+    )
     m_lam = lam_values[members[:, 0]]
     m_seed = seed_values[members[:, 1]]
     m_alpha = alpha_values[members[:, 2]]
@@ -291,8 +307,11 @@ def sweep(
         raise ProblemError("t1 must be > 0 and finite for every member")
 
     # One member built on the host: the dtype, and the "auto" decision.
-    probe = make_problem(jax.random.PRNGKey(int(seed_values[0])), alpha_values[0]) if has_alpha else make_problem(
-        jax.random.PRNGKey(int(seed_values[0])))
+    probe = (
+        make_problem(jax.random.PRNGKey(int(seed_values[0])), alpha_values[0])
+        if has_alpha
+        else make_problem(jax.random.PRNGKey(int(seed_values[0])))
+    )
     if not isinstance(probe, Problem):
         raise ProblemError(f"make_problem must return a gflow.Problem, got {type(probe).__name__}")
     dtype = _param_dtype(probe)
@@ -364,8 +383,16 @@ def sweep(
             ]
             start = _time.perf_counter()
             traj = _run_chunk(
-                make_problem, *args, save_ts, rtol_a, atol_a, has_alpha=has_alpha, solver=chosen,
-                num_saves=num_saves, max_steps=max_steps, slow=slow,
+                make_problem,
+                *args,
+                save_ts,
+                rtol_a,
+                atol_a,
+                has_alpha=has_alpha,
+                solver=chosen,
+                num_saves=num_saves,
+                max_steps=max_steps,
+                slow=slow,
             )
             traj = jax.device_get(jax.tree_util.tree_map(lambda x: x[: index.size], traj))
             if compile_s is None:
@@ -470,7 +497,8 @@ def load_sweep(store, *, partial: bool = False):
         return flat
     alpha = None if config["alpha"] is None else np.asarray(config["alpha"])
     per_member_t1 = config["t1_per_member"]
-    out = _to_grid(flat, np.asarray(config["lam"]), np.asarray(config["seed"]), alpha, config["time"] == "slow",
-                   per_member_t1)
+    out = _to_grid(
+        flat, np.asarray(config["lam"]), np.asarray(config["seed"]), alpha, config["time"] == "slow", per_member_t1
+    )
     out.attrs.update({"config": json.dumps(config, sort_keys=True), "solver": config["solver"]})
     return out

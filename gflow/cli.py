@@ -53,8 +53,10 @@ def _cmd_list(args) -> int:
     print(f"{'EXPERIMENT':<{widths[0]}}  {'PAPER, FIGURE':<{widths[1]}}  {'QUICK':<{widths[2]}}  DESCRIPTION")
     for r in rows:
         print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
-    print("\nQUICK = wall time at the default (quick) size on a 2-core CPU, compilation included. "
-          "Run one with: gflow run NAME [--set run.lam=1e-3] [--full]")
+    print(
+        "\nQUICK = wall time at the default (quick) size on a 2-core CPU, compilation included. "
+        "Run one with: gflow run NAME [--set run.lam=1e-3] [--full]"
+    )
     return 0
 
 
@@ -119,19 +121,31 @@ def _cmd_sweep(args) -> int:
     except OSError as err:
         raise CliError(f"cannot create output folder {out}: {err.strerror}; choose another --out") from None
     print(f"gflow sweep {exp.name}: {exp.description}")
-    print(f"  lam = {', '.join(f'{v:.3g}' for v in lam)}; seeds 0..{args.seeds - 1}"
-          + (f"; alpha = {', '.join(f'{v:.3g}' for v in alpha)}" if alpha is not None else "")
-          + f"; tau1 = {tau1:g}")
+    print(
+        f"  lam = {', '.join(f'{v:.3g}' for v in lam)}; seeds 0..{args.seeds - 1}"
+        + (f"; alpha = {', '.join(f'{v:.3g}' for v in alpha)}" if alpha is not None else "")
+        + f"; tau1 = {tau1:g}"
+    )
     ds = _sweep.sweep(
-        exp.make_problem(full=args.full), lam=lam, seed=np.arange(args.seeds), alpha=alpha, t1=tau1, time="slow",
-        solver=args.solver, chunk_size=args.chunk_size, store=store, progress=not args.quiet,
+        exp.make_problem(full=args.full),
+        lam=lam,
+        seed=np.arange(args.seeds),
+        alpha=alpha,
+        t1=tau1,
+        time="slow",
+        solver=args.solver,
+        chunk_size=args.chunk_size,
+        store=store,
+        progress=not args.quiet,
     )
     fig = plot_sweep(ds, metric=args.metric or exp.metric, title=f"gflow sweep {exp.name}: collapse in slow time")
     png = out / "sweep.png"
     fig.savefig(png, dpi=110)
     n_bad = int((~ds["ok"]).sum())
-    print(f"  solver {ds.attrs['solver']}; {ds.attrs['chunks_computed']} chunk(s) computed, "
-          f"{ds.attrs['chunks_loaded']} loaded from the store; {n_bad} run(s) not successful")
+    print(
+        f"  solver {ds.attrs['solver']}; {ds.attrs['chunks_computed']} chunk(s) computed, "
+        f"{ds.attrs['chunks_loaded']} loaded from the store; {n_bad} run(s) not successful"
+    )
     print(f"  wrote {store} (Zarr chunks) and {png}")
     return 0
 
@@ -149,9 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="list the experiments (paper, figure, quick runtime)",
-                       description="List the named experiments with their paper, figure, expected runtime at the "
-                       "quick size, and a one-line description.")
+    p = sub.add_parser(
+        "list",
+        help="list the experiments (paper, figure, quick runtime)",
+        description="List the named experiments with their paper, figure, expected runtime at the "
+        "quick size, and a one-line description.",
+    )
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser(
@@ -162,8 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         "'gflow run FOLDER/config.toml'), trajectory.nc, final.eqx, trajectory.png, summary.md, metadata.json.",
     )
     p.add_argument("experiment", metavar="EXPERIMENT|CONFIG.toml", help=f"one of: {names}; or a .toml file")
-    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
-                   help="override a field, e.g. --set run.lam=1e-3 --set task.alpha=30 (checked against its type)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.FIELD=VALUE",
+        help="override a field, e.g. --set run.lam=1e-3 --set task.alpha=30 (checked against its type)",
+    )
     p.add_argument("--full", action="store_true", help="the paper's size instead of the quick one")
     p.add_argument("--out", help="run folder (default: a new gflow-runs/NAME-<timestamp>)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
@@ -191,9 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("plot", help="redraw the figures of a run or sweep folder from its stored data",
-                       description="Redraw trajectory.png (run folders) and sweep.png (sweep folders) from the "
-                       "stored data, without running anything.")
+    p = sub.add_parser(
+        "plot",
+        help="redraw the figures of a run or sweep folder from its stored data",
+        description="Redraw trajectory.png (run folders) and sweep.png (sweep folders) from the "
+        "stored data, without running anything.",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by gflow run, sweep or demo")
     p.set_defaults(func=_cmd_plot)
 

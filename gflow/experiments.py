@@ -45,8 +45,18 @@ RUN_DEFAULTS: dict[str, Any] = {
     "atol": None,
     "max_steps": 200_000,
 }
-_RUN_TYPES = {"lam": float, "t1": float, "time": str, "solver": str, "saves": int, "t_min": float, "seed": int,
-              "rtol": float, "atol": float, "max_steps": int}
+_RUN_TYPES = {
+    "lam": float,
+    "t1": float,
+    "time": str,
+    "solver": str,
+    "saves": int,
+    "t_min": float,
+    "seed": int,
+    "rtol": float,
+    "atol": float,
+    "max_steps": int,
+}
 _RUN_CHOICES = {"time": ("fast", "slow")}
 
 
@@ -233,7 +243,7 @@ def validate_config(cfg: Mapping) -> dict:
     if unknown_top:
         raise ConfigError(f"unknown config section(s) {', '.join(sorted(unknown_top))}; use experiment, [task], [run]")
     if "experiment" not in cfg:
-        raise ConfigError("the config must name its experiment: experiment = \"NAME\" (see gflow list)")
+        raise ConfigError('the config must name its experiment: experiment = "NAME" (see gflow list)')
     exp = get_experiment(cfg["experiment"])
     base = exp.config()
     out = {"experiment": exp.name, "task": dict(base["task"]), "run": dict(base["run"])}
@@ -288,8 +298,11 @@ def resolve_config(source: str, *, overrides=(), full: bool = False) -> dict:
             raise ConfigError(f"config file {source} is not valid TOML: {err}") from None
         name = raw.get("experiment")
         base = get_experiment(name).config(full=full) if isinstance(name, str) else {}
-        cfg = {"experiment": name, "task": {**base.get("task", {}), **raw.get("task", {})},
-               "run": {**base.get("run", {}), **raw.get("run", {})}}
+        cfg = {
+            "experiment": name,
+            "task": {**base.get("task", {}), **raw.get("task", {})},
+            "run": {**base.get("run", {}), **raw.get("run", {})},
+        }
         cfg.update({k: v for k, v in raw.items() if k not in ("task", "run", "experiment")})
     else:
         cfg = get_experiment(source).config(full=full)

@@ -41,7 +41,9 @@ def plot_trajectory(traj: Trajectory, *, phases: PhaseTimes | None = None, title
     if accuracies:
         ax_acc = ax_loss.twinx()
         for k, style in zip(accuracies, ("--", ":", "-.", "--")):
-            ax_acc.plot(t, m[k], style, color="tab:red" if k.startswith("test") else "tab:blue", label=k.replace("_", " "))
+            ax_acc.plot(
+                t, m[k], style, color="tab:red" if k.startswith("test") else "tab:blue", label=k.replace("_", " ")
+            )
         ax_acc.set_ylabel("accuracy")
         ax_acc.set_ylim(-0.02, 1.02)
         h2, l2 = ax_acc.get_legend_handles_labels()

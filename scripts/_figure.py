@@ -39,7 +39,7 @@ def parser(doc: str, name: str, *, smoke: str, full: str | None = None) -> argpa
 
 
 def size(args: argparse.Namespace) -> str:
-    """"smoke", "full" or "quick" (the default) from parsed `--smoke`/`--full` flags."""
+    """ "smoke", "full" or "quick" (the default) from parsed `--smoke`/`--full` flags."""
     if args.smoke:
         return "smoke"
     return "full" if getattr(args, "full", False) else "quick"

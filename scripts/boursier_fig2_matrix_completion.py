@@ -55,7 +55,6 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
 import _figure  # noqa: E402
 
-
 NAME = "boursier_fig2_matrix_completion"
 LAM = 1e-3
 RANK = 3
@@ -129,8 +128,13 @@ def run(out: pathlib.Path, *, size: str = "quick", loss: str = "sum", echo=print
 
     start = time.perf_counter()
     traj = gflow.simulate(
-        problem, LAM, t1, solver="auto", saveat=gflow.log_times(t1, cfg["saves"], 1e-3),
-        rtol=cfg["rtol"], atol=cfg["atol"],
+        problem,
+        LAM,
+        t1,
+        solver="auto",
+        saveat=gflow.log_times(t1, cfg["saves"], 1e-3),
+        rtol=cfg["rtol"],
+        atol=cfg["atol"],
     )
     jax.block_until_ready(traj)
     elapsed = time.perf_counter() - start
@@ -200,28 +204,47 @@ def run(out: pathlib.Path, *, size: str = "quick", loss: str = "sum", echo=print
     )
     fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     fig.text(
-        0.01, 0.01,
+        0.01,
+        0.01,
         f"{size} run: {side}×{side}, rank {RANK}, {int(100 * cfg['fraction'])}% observed, r = {2 * side}, "
         f"entries of U, V ~ N(0, {ALPHA:g}), F = ½·{loss} of squared errors on observed entries, seed {SEED}; "
         f"{traj.solver}. Our choices (unknown in the paper): size, observed fraction, init scale, loss normalisation.",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     png = out / f"{NAME}.png"
     fig.savefig(png, dpi=120)
     plt.close(fig)
 
-    ds = ds.drop_vars([f"test_sv{i}" for i in range(n_sv)]).assign(
-        norm_sq=("time", norm_sq),
-        singular_values=(("time", "index"), svs),
-        sigma_star=("index", sigma_star[:n_sv]),
-    ).assign_coords(index=np.arange(1, n_sv + 1))
+    ds = (
+        ds.drop_vars([f"test_sv{i}" for i in range(n_sv)])
+        .assign(
+            norm_sq=("time", norm_sq),
+            singular_values=(("time", "index"), svs),
+            sigma_star=("index", sigma_star[:n_sv]),
+        )
+        .assign_coords(index=np.arange(1, n_sv + 1))
+    )
     ds.attrs.update(
         experiment="Boursier et al. Fig. 2 (papers.md E1.1, A7): matrix completion W = U V^T, r = m + n",
-        size=size, side=side, rank=RANK, fraction=cfg["fraction"], n_observed=len(obs), alpha=ALPHA, seed=SEED,
+        size=size,
+        side=side,
+        rank=RANK,
+        fraction=cfg["fraction"],
+        n_observed=len(obs),
+        alpha=ALPHA,
+        seed=SEED,
         loss=f"F = 0.5 * {loss} over observed entries of (W_ij - M*_ij)^2",
-        two_nuclear_star=2 * nuclear_star, completion_relative_error=completion_error,
-        completion_nuclear_norm=completion.nuclear_norm, t_fit=t_fit, t_test_half=t_half, t_test_drop=t_drop,
-        test_plateau=plateau, rtol=str(cfg["rtol"]), atol=str(cfg["atol"]), wall_s=elapsed,
+        two_nuclear_star=2 * nuclear_star,
+        completion_relative_error=completion_error,
+        completion_nuclear_norm=completion.nuclear_norm,
+        t_fit=t_fit,
+        t_test_half=t_half,
+        t_test_drop=t_drop,
+        test_plateau=plateau,
+        rtol=str(cfg["rtol"]),
+        atol=str(cfg["atol"]),
+        wall_s=elapsed,
         **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
@@ -232,7 +255,8 @@ def run(out: pathlib.Path, *, size: str = "quick", loss: str = "sum", echo=print
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, NAME,
+        __doc__,
+        NAME,
         smoke="10×10, loose tolerances (seconds after compilation)",
         full="20×20 (the paper's size), t1 = 1e5, tight tolerances",
     )

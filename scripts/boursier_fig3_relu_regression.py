@@ -54,7 +54,6 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
 import _figure  # noqa: E402
 
-
 NAME = "boursier_fig3_relu_regression"
 LAM = 1e-3
 WIDTH = 100
@@ -206,8 +205,13 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
     ax_norm.set_ylabel("‖θ‖")
     pos = snap_t > 0
     ax_kinks.plot(snap_t[pos], [len(k) for k, p in zip(kinks, pos) if p], "o-", color="tab:purple", label="kinks")
-    ax_kinks.plot(snap_t[pos], [len(k) for k, p in zip(distinct, pos) if p], "s--", color="tab:orange",
-                  label=f"distinct kinks (merged within {MERGE:g})")
+    ax_kinks.plot(
+        snap_t[pos],
+        [len(k) for k, p in zip(distinct, pos) if p],
+        "s--",
+        color="tab:orange",
+        label=f"distinct kinks (merged within {MERGE:g})",
+    )
     ax_kinks.set_ylabel("kinks of f in [−2, 2]")
     ax_kinks.set_ylim(bottom=0)
     for ax in (ax_loss, ax_norm, ax_kinks):
@@ -241,11 +245,13 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
     )
     fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))
     fig.text(
-        0.01, 0.005,
+        0.01,
+        0.005,
         f"{size} run: seed {SEED}; GD at η = {cfg['c']:g}/sharpness, re-chosen at t = 0.01, 0.1, 1, …; "
         f"teacher ReLU(x+1) − 2ReLU(x) + 1.5ReLU(x−1) and 401 equispaced test points are our choices "
         "(not given in the paper).",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     png = out / f"{NAME}.png"
     fig.savefig(png, dpi=110)
@@ -269,11 +275,22 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
     )
     ds.attrs.update(
         experiment="Boursier et al. Fig. 3 (papers.md E1.2, A8): two-layer ReLU net on 1-D regression",
-        size=size, lam=LAM, width=WIDTH, n_train=N_TRAIN, init_variance=ALPHA**2, seed=SEED, t1=t1,
+        size=size,
+        lam=LAM,
+        width=WIDTH,
+        n_train=N_TRAIN,
+        init_variance=ALPHA**2,
+        seed=SEED,
+        t1=t1,
         method=f"gflow.gd segment by segment, eta = {cfg['c']} / sharpness at the segment start",
         convention="F = (1/2n) sum (f(x_i) - y_i)^2, F_lam = F + (lam/2)||theta||^2, t = sum of GD steps",
-        teacher="ReLU(x+1) - 2 ReLU(x) + 1.5 ReLU(x-1)", kink_threshold=1e-3, kink_merge=MERGE,
-        max_kinks=n_max, total_steps=steps, t_fit=t_fit, wall_s=elapsed,
+        teacher="ReLU(x+1) - 2 ReLU(x) + 1.5 ReLU(x-1)",
+        kink_threshold=1e-3,
+        kink_merge=MERGE,
+        max_kinks=n_max,
+        total_steps=steps,
+        t_fit=t_fit,
+        wall_s=elapsed,
         **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
@@ -284,7 +301,8 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, NAME,
+        __doc__,
+        NAME,
         smoke="t1 = 1e4, η = 1/sharpness (seconds after compilation)",
         full="t1 = 1e6, η = 0.2/sharpness",
     )

@@ -47,7 +47,6 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
 import _figure  # noqa: E402
 
-
 NAME = "boursier_fig4_diagonal_sparse"
 LAM = 1e-4
 INIT_VARIANCE = 0.1
@@ -97,8 +96,14 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
 
     start = time.perf_counter()
     traj = gflow.simulate(
-        problem, LAM, t1, solver="auto", saveat=gflow.log_times(t1, cfg["saves"], 1e-2),
-        rtol=cfg["rtol"], atol=cfg["atol"], save_params=True,
+        problem,
+        LAM,
+        t1,
+        solver="auto",
+        saveat=gflow.log_times(t1, cfg["saves"], 1e-2),
+        rtol=cfg["rtol"],
+        atol=cfg["atol"],
+        save_params=True,
     )
     jax.block_until_ready(traj)
     elapsed = time.perf_counter() - start
@@ -162,11 +167,13 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
     )
     fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))
     fig.text(
-        0.01, 0.005,
+        0.01,
+        0.005,
         f"{size} run: n = {cfg['n']}, d = {cfg['d']}, k = {cfg['k']}, Gaussian features and teacher (our choice; "
         f"the paper uses an unspecified sparse Fourier series), u, v ~ N(0, {INIT_VARIANCE:g}), seed {SEED}; "
         f"{traj.solver}.",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     png = out / f"{NAME}.png"
     fig.savefig(png, dpi=110)
@@ -181,10 +188,23 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
     )
     ds.attrs.update(
         experiment="Boursier et al. App. D.2 (papers.md E1.3): diagonal network beta = u*v, sparse regression",
-        size=size, n=cfg["n"], d=cfg["d"], k=cfg["k"], init_variance=INIT_VARIANCE, seed=SEED,
-        loss="F = 0.5 * mean((<beta, x_i> - y_i)^2)", l1_norm_min=l1, two_l1_norm_min=2 * l1,
-        l1_recovery_error=recovery, t_fit=t_fit, t_test_half=t_half, t_close_l1=t_close, test_plateau=plateau,
-        rtol=str(cfg["rtol"]), atol=str(cfg["atol"]), wall_s=elapsed,
+        size=size,
+        n=cfg["n"],
+        d=cfg["d"],
+        k=cfg["k"],
+        init_variance=INIT_VARIANCE,
+        seed=SEED,
+        loss="F = 0.5 * mean((<beta, x_i> - y_i)^2)",
+        l1_norm_min=l1,
+        two_l1_norm_min=2 * l1,
+        l1_recovery_error=recovery,
+        t_fit=t_fit,
+        t_test_half=t_half,
+        t_close_l1=t_close,
+        test_plateau=plateau,
+        rtol=str(cfg["rtol"]),
+        atol=str(cfg["atol"]),
+        wall_s=elapsed,
         **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
@@ -195,7 +215,8 @@ def run(out: pathlib.Path, *, size: str = "quick", echo=print) -> dict:
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, NAME,
+        __doc__,
+        NAME,
         smoke="40 saves, rtol 1e-6 (seconds after compilation)",
         full="n = 100, d = 500, k = 5, t1 = 1e6",
     )

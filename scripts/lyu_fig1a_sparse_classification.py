@@ -73,12 +73,17 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
 import _figure  # noqa: E402
 
-
 NAME = "lyu_fig1a_sparse_classification"
 SIZES = {
     "smoke": {"d": 200, "n": 40, "k": 3, "n_test": 500, "lam": 0.05, "alphas": (16.0, 64.0), "seeds": (0,)},
     "quick": {
-        "d": 2000, "n": 100, "k": 3, "n_test": 2000, "lam": 0.01, "alphas": (16.0, 64.0, 256.0), "seeds": (0, 1, 2),
+        "d": 2000,
+        "n": 100,
+        "k": 3,
+        "n_test": 2000,
+        "lam": 0.01,
+        "alphas": (16.0, 64.0, 256.0),
+        "seeds": (0, 1, 2),
     },
     "full": {"d": 100_000, "n": 256, "k": 3, "n_test": 10_000, "lam": 1e-3, "alphas": (128.0,), "seeds": (0,)},
 }
@@ -135,8 +140,17 @@ def sweep_seeds_alphas(make, cfg, saves, *, progress: bool = False):
         probe = make(jax.random.PRNGKey(cfg["seeds"][0]), max(cfg["alphas"]))
         solver, _ = gflow.choose_solver(probe, cfg["lam"], cfg["t1"])
     ds = gflow.sweep(
-        make, lam=[cfg["lam"]], seed=list(cfg["seeds"]), alpha=list(cfg["alphas"]), t1=cfg["t1"], time="fast",
-        solver=solver, saveat=saves, rtol=RTOL, atol=ATOL, progress=progress,
+        make,
+        lam=[cfg["lam"]],
+        seed=list(cfg["seeds"]),
+        alpha=list(cfg["alphas"]),
+        t1=cfg["t1"],
+        time="fast",
+        solver=solver,
+        saveat=saves,
+        rtol=RTOL,
+        atol=ATOL,
+        progress=progress,
     )
     return ds.isel(lam=0), solver
 
@@ -172,10 +186,12 @@ def measure(ds, refs, cfg) -> dict:
     train = ds["train_accuracy"].values
     alphas = np.asarray(cfg["alphas"])
     n_s, n_a = test.shape[:2]
-    t90 = np.array([[analysis.crossing_time(t, test[s, a], GENERALISED, below=False) for a in range(n_a)]
-                    for s in range(n_s)])
-    t_fit = np.array([[analysis.crossing_time(t, train[s, a], 1.0, below=False) for a in range(n_a)]
-                      for s in range(n_s)])
+    t90 = np.array(
+        [[analysis.crossing_time(t, test[s, a], GENERALISED, below=False) for a in range(n_a)] for s in range(n_s)]
+    )
+    t_fit = np.array(
+        [[analysis.crossing_time(t, train[s, a], 1.0, below=False) for a in range(n_a)] for s in range(n_s)]
+    )
     plateau = np.full((n_s, n_a), np.nan)
     plateau_dev = np.full((n_s, n_a), np.nan)
     for a, alpha in enumerate(alphas):
@@ -276,11 +292,13 @@ def plot(ds, refs, meas, cfg, solver, path):
         ax_law.set_title(f"t90 shift per step in α, in units of ln(step)/λ: {ratio:.3f} (prediction 1)", fontsize=9)
     fig.suptitle("Lyu et al. Fig. 1a: diagonal net on sparse ±1 classification groks at t ≈ (1/λ) ln α")
     fig.text(
-        0.005, 0.002,
+        0.005,
+        0.002,
         f"{cfg['size']} run: d = {cfg['d']}, n = {cfg['n']}, k = {cfg['k']}, {cfg['n_test']} test points, "
         f"λ = {lam:g}, α ∈ {{{', '.join(f'{a:g}' for a in alphas)}}}, seeds {list(cfg['seeds'])} "
         f"(median, band = range); gradient flow ({solver}, rtol {RTOL:g}), logistic loss, ‖θ(0)‖ = α",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     fig.get_layout_engine().set(h_pad=0.12)
     fig.savefig(path, dpi=110)
@@ -388,7 +406,8 @@ def main(argv=None) -> int:
     import gflow
 
     parser = _figure.parser(
-        __doc__, NAME,
+        __doc__,
+        NAME,
         smoke="tiny size (seconds after compilation)",
         full="the paper's size: d = 1e5, n = 256, α = 128, λ = 1e-3 (GPU)",
     )
@@ -396,8 +415,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", help="comma-separated seeds (overrides the size's)")
     parser.add_argument("--solver", choices=gflow.SOLVER_NAMES, help=f"gflow solver, or 'auto' (default {SOLVER})")
     args = parser.parse_args(argv)
-    cfg = config(_figure.size(args),
-                 alphas=_floats(args.alphas), seeds=_ints(args.seeds), solver=args.solver)
+    cfg = config(_figure.size(args), alphas=_floats(args.alphas), seeds=_ints(args.seeds), solver=args.solver)
     return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, cfg))
 
 

@@ -40,8 +40,8 @@ Other choices (papers.md §4.4, §10): gradient flow instead of GD with an unsta
 Tsit5 (rtol 1e-6, atol 1e-9), as `solver="auto"` picks for logistic losses: the stiffness seen
 at θ(0) lasts only until the logistic loss (and with it the curvature) has fallen, so Tsit5
 takes 111 steps on the quick run against ros34pw2's 425 with the same curves (see
-lyu_fig1a_sparse_classification.py; `--solver` picks another); the horizon t1 = (ln α + 10)/λ, by which the rich phase has
-settled (to an ℓ1-regularised logistic fit: at λ > 0 the flow's limit is a stationary point of
+lyu_fig1a_sparse_classification.py; `--solver` picks another); the horizon t1 = (ln α + 10)/λ, by
+which the rich phase has settled (to an ℓ1-regularised logistic fit: at λ > 0 the flow's limit is a stationary point of
 F + (λ/2)‖θ‖², whose direction tends to the max-ℓ1-margin one as λ → 0).
 
 Time convention: t is ODE time of dθ/dt = −∇F_λ(θ), F_λ = F + (λ/2)‖θ‖², F the mean logistic
@@ -190,23 +190,54 @@ def plot(ds, refs, meas, cfg, solver, path):
         suffix = "" if alphas.size == 1 else f", α = {alpha:g}"
         for s in range(n_s):
             first = s == 0
-            ax_acc.plot(tk, ds["test_accuracy"].values[s, i, keep], color=color, lw=1.8, alpha=0.85,
-                        label=f"test accuracy{suffix}" if first else None)
-            ax_acc.plot(tk, ds["train_accuracy"].values[s, i, keep], color="tab:blue" if alphas.size == 1 else color,
-                        lw=1.2, ls="--", label=f"train accuracy{suffix}" if first else None)
-            ax_cos.plot(tk, ds["test_teacher_cosine"].values[s, i, keep], color=color, lw=1.5,
-                        label=f"cos(β, w⋆){suffix}" if first else None)
-            ax_norm.plot(tk, ds["norm"].values[s, i, keep], color=color, lw=1.8,
-                         label=f"‖θ(t)‖{suffix}" if first else None)
-        ax_norm.plot(tk, alpha * np.exp(-lam * tk), color=color, lw=1, ls=":",
-                     label=r"$\alpha\, e^{-\lambda t}$ (kernel phase)" if i == 0 else None)
+            ax_acc.plot(
+                tk,
+                ds["test_accuracy"].values[s, i, keep],
+                color=color,
+                lw=1.8,
+                alpha=0.85,
+                label=f"test accuracy{suffix}" if first else None,
+            )
+            ax_acc.plot(
+                tk,
+                ds["train_accuracy"].values[s, i, keep],
+                color="tab:blue" if alphas.size == 1 else color,
+                lw=1.2,
+                ls="--",
+                label=f"train accuracy{suffix}" if first else None,
+            )
+            ax_cos.plot(
+                tk,
+                ds["test_teacher_cosine"].values[s, i, keep],
+                color=color,
+                lw=1.5,
+                label=f"cos(β, w⋆){suffix}" if first else None,
+            )
+            ax_norm.plot(
+                tk, ds["norm"].values[s, i, keep], color=color, lw=1.8, label=f"‖θ(t)‖{suffix}" if first else None
+            )
+        ax_norm.plot(
+            tk,
+            alpha * np.exp(-lam * tk),
+            color=color,
+            lw=1,
+            ls=":",
+            label=r"$\alpha\, e^{-\lambda t}$ (kernel phase)" if i == 0 else None,
+        )
         for ax in (ax_acc, ax_cos, ax_norm):
             ax.axvline(math.log(alpha) / lam, color="0.3", lw=1.2, ls=":")
         for s in range(n_s):
             td = meas["t_drop"][s, i]
             if math.isfinite(td):
-                ax_acc.plot([td], [meas["drop_threshold"][s]], marker="v", ms=8, color=color, ls="none",
-                            label="measured drop (stays below the midpoint)" if s == 0 and i == 0 else None)
+                ax_acc.plot(
+                    [td],
+                    [meas["drop_threshold"][s]],
+                    marker="v",
+                    ms=8,
+                    color=color,
+                    ls="none",
+                    label="measured drop (stays below the midpoint)" if s == 0 and i == 0 else None,
+                )
     kernel = float(np.mean(refs["kernel_test_accuracy"]))
     l1 = float(np.mean(refs["l1_test_accuracy"]))
     ax_acc.axhline(kernel, color="k", lw=1.2, ls="-.", label=f"kernel predictor (max-ℓ2-margin NTK SVM): {kernel:.3f}")
@@ -219,8 +250,13 @@ def plot(ds, refs, meas, cfg, solver, path):
     ax_acc.set_title("Train accuracy stays 1; test accuracy falls from the kernel level toward chance after (1/λ) ln α")
     top = ax_acc.secondary_xaxis("top", functions=(lambda x: x * lam, lambda x: x / lam))
     top.set_xlabel("τ = λt (slow time)")
-    ax_cos.axhline(float(np.mean(refs["l1_teacher_cosine"])), color="tab:purple", lw=1.2, ls=(0, (6, 3)),
-                   label="max-ℓ1-margin classifier")
+    ax_cos.axhline(
+        float(np.mean(refs["l1_teacher_cosine"])),
+        color="tab:purple",
+        lw=1.2,
+        ls=(0, (6, 3)),
+        label="max-ℓ1-margin classifier",
+    )
     ax_cos.set_ylabel("cos(β, w⋆)")
     ax_cos.legend(fontsize=8, loc="lower left")
     ax_norm.set_yscale("log")
@@ -233,11 +269,13 @@ def plot(ds, refs, meas, cfg, solver, path):
         ax.grid(True, alpha=0.3)
     fig.suptitle("Lyu et al. Fig. 1b: misgrokking of a diagonal net (kernel classifier generalises, rich one does not)")
     fig.text(
-        0.005, 0.002,
+        0.005,
+        0.002,
         f"{cfg['size']} run: d = {cfg['d']}, n = {cfg['n']}, γ = {cfg['gamma']:g}, {cfg['n_test']} test points, "
         f"λ = {lam:g}, α ∈ {{{', '.join(f'{a:g}' for a in alphas)}}} (α, λ not given by the paper), seeds "
         f"{list(cfg['seeds'])}; gradient flow ({solver}, rtol {RTOL:g}), logistic loss, ‖θ(0)‖ = α",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     fig.get_layout_engine().set(h_pad=0.12)
     fig.savefig(path, dpi=110)
@@ -333,7 +371,8 @@ def main(argv=None) -> int:
     import gflow
 
     parser = _figure.parser(
-        __doc__, NAME,
+        __doc__,
+        NAME,
         smoke="tiny size (seconds after compilation)",
         full="the paper's size: d = 1e5, n = 32, γ = 25 (GPU)",
     )
@@ -346,7 +385,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cfg = config(
         _figure.size(args),
-        alphas=_floats(args.alphas), seeds=_ints(args.seeds), solver=args.solver, d=args.d, n=args.n, gamma=args.gamma,
+        alphas=_floats(args.alphas),
+        seeds=_ints(args.seeds),
+        solver=args.solver,
+        d=args.d,
+        n=args.n,
+        gamma=args.gamma,
     )
     return _figure.run_in_new_folder(args.out, NAME, lambda out: run(out, cfg))
 

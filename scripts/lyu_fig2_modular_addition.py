@@ -78,7 +78,6 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
 import _figure  # noqa: E402
 
-
 NAME = "lyu_fig2_modular_addition"
 KEY = 0
 GROK_ACCURACY = 0.9  # "generalised": test accuracy at or above this, for good
@@ -104,19 +103,45 @@ class Size:
 
 
 SIZES = {
-    "smoke": Size("smoke", p=11, width=32, fraction=0.9, schedule_c=((4.0, 0.2), (40.0, 0.2), (400.0, 0.2)),
-                  schedule_b=((4.0, 0.02), (40.0, 0.2), (400.0, 0.2)), saves=20, lam_a=1e-2,
-                  alphas_b=(1.0, 3.0), lams_c=(1e-2, 3e-2)),
+    "smoke": Size(
+        "smoke",
+        p=11,
+        width=32,
+        fraction=0.9,
+        schedule_c=((4.0, 0.2), (40.0, 0.2), (400.0, 0.2)),
+        schedule_b=((4.0, 0.02), (40.0, 0.2), (400.0, 0.2)),
+        saves=20,
+        lam_a=1e-2,
+        alphas_b=(1.0, 3.0),
+        lams_c=(1e-2, 3e-2),
+    ),
     # η·sharpness < 2 along the α = 100 run: sharpness 799 at t = 0, 169 at t = 20, 34 at t = 200,
     # 19 at t = 1000, 4.9 at t = 2000 (measured).
-    "quick": Size("quick", p=23, width=128, fraction=0.9, schedule_c=((99.0, 0.15), (990.0, 0.15), (9900.0, 0.15)),
-                  schedule_b=((20.0, 0.001), (200.0, 0.01), (2000.0, 0.05), (9900.0, 0.15)), saves=60,
-                  lam_a=1e-3, alphas_b=(1.0, 10.0, 100.0), lams_c=(1e-3, 3e-3, 1e-2, 3e-2)),
+    "quick": Size(
+        "quick",
+        p=23,
+        width=128,
+        fraction=0.9,
+        schedule_c=((99.0, 0.15), (990.0, 0.15), (9900.0, 0.15)),
+        schedule_b=((20.0, 0.001), (200.0, 0.01), (2000.0, 0.05), (9900.0, 0.15)),
+        saves=60,
+        lam_a=1e-3,
+        alphas_b=(1.0, 10.0, 100.0),
+        lams_c=(1e-3, 3e-3, 1e-2, 3e-2),
+    ),
     # the paper: η = 0.002 throughout, 2.5·10⁷ steps (a, c) and 3.5·10⁷ steps (b)
-    "full": Size("full", p=97, width=1024, fraction=0.4,
-                 schedule_c=((500.0, 0.002), (5000.0, 0.002), (50_000.0, 0.002)),
-                 schedule_b=((700.0, 0.002), (7000.0, 0.002), (70_000.0, 0.002)), saves=100, lam_a=1e-4,
-                 alphas_b=(1.0, 10.0, 100.0), lams_c=(1e-4, 3e-4, 1e-3, 3e-3)),
+    "full": Size(
+        "full",
+        p=97,
+        width=1024,
+        fraction=0.4,
+        schedule_c=((500.0, 0.002), (5000.0, 0.002), (50_000.0, 0.002)),
+        schedule_b=((700.0, 0.002), (7000.0, 0.002), (70_000.0, 0.002)),
+        saves=100,
+        lam_a=1e-4,
+        alphas_b=(1.0, 10.0, 100.0),
+        lams_c=(1e-4, 3e-4, 1e-3, 3e-3),
+    ),
 }
 
 
@@ -199,8 +224,7 @@ def run_grid(problem, alphas, lams, zero_last, schedule, saves: int):
             v = np.asarray(v)
             metrics.setdefault(k, [v[:, :1]]).append(v[:, 1:])
     result = np.max(np.stack([np.asarray(tr.result._value) for tr in trajs]), axis=0)  # 0 = successful
-    return (np.concatenate(t), np.concatenate(step), {k: np.concatenate(v, axis=1) for k, v in metrics.items()},
-            result)
+    return (np.concatenate(t), np.concatenate(step), {k: np.concatenate(v, axis=1) for k, v in metrics.items()}, result)
 
 
 def member_times(t, train_acc, test_acc):
@@ -219,12 +243,15 @@ def panel_dataset(grid, coord: str, values, lams):
     import xarray as xr
 
     t, step, metrics, result = grid
-    data = {k: ((coord, "time"), metrics[k]) for k in
-            ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "norm")}
-    ds = xr.Dataset(data, coords={coord: np.asarray(values, float), "time": t, "t": ("time", t),
-                                  "step": ("time", step)})
-    fits, halves, groks = zip(*(member_times(t, ds["train_accuracy"].values[i], ds["test_accuracy"].values[i])
-                                for i in range(len(values))))
+    data = {
+        k: ((coord, "time"), metrics[k]) for k in ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "norm")
+    }
+    ds = xr.Dataset(
+        data, coords={coord: np.asarray(values, float), "time": t, "t": ("time", t), "step": ("time", step)}
+    )
+    fits, halves, groks = zip(
+        *(member_times(t, ds["train_accuracy"].values[i], ds["test_accuracy"].values[i]) for i in range(len(values)))
+    )
     ds["t_fit"] = (coord, np.asarray(fits))
     ds["t_half"] = (coord, np.asarray(halves))
     ds["t_grok"] = (coord, np.asarray(groks))
@@ -260,8 +287,10 @@ def run(out: pathlib.Path, size: Size, *, echo=print) -> dict:
     start = time.perf_counter()
     n_b = len(size.alphas_b)
     traj_b = run_grid(problem, size.alphas_b, [size.lam_a] * n_b, [1.0] * n_b, size.schedule_b, size.saves)
-    echo(f"  (b) W2 = 0, α ∈ {{{', '.join(f'{a:g}' for a in size.alphas_b)}}}, λ = {size.lam_a:g}  "
-         f"[{time.perf_counter() - start:.1f} s]")
+    echo(
+        f"  (b) W2 = 0, α ∈ {{{', '.join(f'{a:g}' for a in size.alphas_b)}}}, λ = {size.lam_a:g}  "
+        f"[{time.perf_counter() - start:.1f} s]"
+    )
     ds_b = panel_dataset(traj_b, "alpha", size.alphas_b, [size.lam_a] * n_b)
 
     for label, ds, coord in (("(a, c)", ds_c, "lam"), ("(b)", ds_b, "alpha")):
@@ -280,7 +309,8 @@ def run(out: pathlib.Path, size: Size, *, echo=print) -> dict:
         shifts = ", ".join(
             f"α = {a:g}: {half_b[i] - half_b[i - 1]:+.4g} "
             f"(ln(α/α')/λ = {math.log(a / size.alphas_b[i - 1]) / size.lam_a:.4g})"
-            for i, a in enumerate(size.alphas_b) if i > 0
+            for i, a in enumerate(size.alphas_b)
+            if i > 0
         )
         echo(f"  (b) delay of the jump (test acc ≥ {HALF_ACCURACY}) against the previous α: {shifts}")
     span = ds_c["t_half"].values - ds_c["t_fit"].values  # A12's "from fit to halfway"
@@ -291,8 +321,10 @@ def run(out: pathlib.Path, size: Size, *, echo=print) -> dict:
             slope = gflow.analysis.fit_inverse_lambda(span_ok, lam_ok, loglog=True).slope
         else:
             slope = math.log(span_ok[1] / span_ok[0]) / math.log(lam_ok[1] / lam_ok[0])
-        echo(f"  (c) ln(t_half − t_fit) against ln λ over the {int(ok.sum())} λ that generalise: slope {slope:.3f} "
-             "(theory −1)")
+        echo(
+            f"  (c) ln(t_half − t_fit) against ln λ over the {int(ok.sum())} λ that generalise: slope {slope:.3f} "
+            "(theory −1)"
+        )
     failed = ds_c["lam"].values[~np.isfinite(ds_c["t_fit"].values)]
     if failed.size:
         echo(f"  (c) λ ∈ {{{', '.join(f'{v:g}' for v in failed)}}} never fit the training set (too much weight decay)")
@@ -303,19 +335,33 @@ def run(out: pathlib.Path, size: Size, *, echo=print) -> dict:
 
     # each panel keeps its own time axis (panel b may run longer): time_c, t_c, … and time_b, t_b, …
     ds = xr.merge(
-        [part.rename({k: f"{k}_{tag}" for k in (*part.data_vars, "time", "t", "step")})
-         for part, tag in ((ds_c, "c"), (ds_b, "b"))],
-        compat="no_conflicts", join="outer",
+        [
+            part.rename({k: f"{k}_{tag}" for k in (*part.data_vars, "time", "t", "step")})
+            for part, tag in ((ds_c, "c"), (ds_b, "b"))
+        ],
+        compat="no_conflicts",
+        join="outer",
     )
     # panel (c) runs He init (α = 1, W2 ≠ 0) over λ; panel (b) W2 = 0 over α at λ = lam_a
     ds.attrs.update(
         experiment="papers.md E3.1: modular addition mod p, concatenated one-hots, ReLU MLP with first-layer bias, "
         "He init x alpha (W2 = 0 in panel b), mean cross-entropy, full-batch GD with coupled weight decay lam; "
         "t = sum of the step sizes",
-        size=size.name, p=size.p, width=size.width, train_fraction=size.fraction, n_train=n_train, n_test=n_test,
-        schedule_c=describe(size.schedule_c), schedule_b=describe(size.schedule_b),
-        steps_c=int(ds_c["step"].values[-1]), steps_b=int(ds_b["step"].values[-1]), lam_a=size.lam_a, key=KEY,
-        grok_accuracy=GROK_ACCURACY, half_accuracy=HALF_ACCURACY, fit_accuracy=FIT_ACCURACY,
+        size=size.name,
+        p=size.p,
+        width=size.width,
+        train_fraction=size.fraction,
+        n_train=n_train,
+        n_test=n_test,
+        schedule_c=describe(size.schedule_c),
+        schedule_b=describe(size.schedule_b),
+        steps_c=int(ds_c["step"].values[-1]),
+        steps_b=int(ds_b["step"].values[-1]),
+        lam_a=size.lam_a,
+        key=KEY,
+        grok_accuracy=GROK_ACCURACY,
+        half_accuracy=HALF_ACCURACY,
+        fit_accuracy=FIT_ACCURACY,
         **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
@@ -376,23 +422,29 @@ def plot(ds_c, ds_b, size: Size, n_train: int, n_test: int):
         ax.set_xlabel("t = Σ η (GD's continuous time; log scale)")
         ax.legend(fontsize=7, loc="upper left", ncol=1 if ax is axes[0] else 2)
     axes[0].set_ylabel("accuracy (solid: test, dashed: train)")
-    fig.suptitle("Lyu et al. Fig. 2: two-layer ReLU MLP on modular addition, full-batch GD with weight decay "
-                 "(vertical lines: test accuracy ≥ 0.5 from then on)", fontsize=12)
+    fig.suptitle(
+        "Lyu et al. Fig. 2: two-layer ReLU MLP on modular addition, full-batch GD with weight decay "
+        "(vertical lines: test accuracy ≥ 0.5 from then on)",
+        fontsize=12,
+    )
     fig.text(
-        0.005, 0.005,
+        0.005,
+        0.005,
         f"size: {size.name} — p = {size.p}, width {size.width}, {n_train} train / {n_test} test pairs "
         f"({size.fraction:.0%}; paper: p = 97, width 1024, 40%), GD (a, c) {describe(size.schedule_c)}, "
         f"(b) {describe(size.schedule_b)} (paper: η = 0.002), "
         f"λ_a = {size.lam_a:g} (paper 1e-4), α ∈ {{{', '.join(f'{a:g}' for a in size.alphas_b)}}} "
         f"(paper 1, 10, 100), JAX key {KEY}",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     return fig
 
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, NAME,
+        __doc__,
+        NAME,
         smoke="p = 11, width 32, 2000 steps (seconds)",
         full="the paper's size (GPU hours)",
     )

@@ -70,7 +70,6 @@ import pathlib
 import sys
 import time
 
-
 # The references iterate thousands of small (d × d) eigen/singular-value decompositions: one BLAS
 # thread is fastest, and threads spinning on a busy 2-core machine made them 40× slower.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -79,7 +78,6 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
 import _figure  # noqa: E402
-
 
 NAME = "lyu_fig3_matrix_completion"
 SEED = 35235125  # Lyu's data seed (train_mc.py), used as a JAX key
@@ -197,8 +195,11 @@ def nuclear_regularised_completion(
             converged = True
             break
     return RegularisedCompletion(
-        matrix=w, objective=objective(w), nuclear_norm=float(np.abs(np.linalg.eigvalsh(w)).sum()),
-        iterations=it, converged=converged,
+        matrix=w,
+        objective=objective(w),
+        nuclear_norm=float(np.abs(np.linalg.eigvalsh(w)).sum()),
+        iterations=it,
+        converged=converged,
     )
 
 
@@ -336,8 +337,11 @@ def run(out: pathlib.Path, size: Size, *, solver: str = "tsit5", echo=print) -> 
     )
     echo(f"  max |‖θ‖/(‖θ0‖e^(−λt)) − 1| for τ ∈ [0.05, 1.5]: {summary['norm_max_rel_dev_plateau']:.2e}")
     echo(f"  test drop starts (−5%) at τ = {summary['tau_drop_start']:.2f}, halfway at τ = {summary['tau_half']:.2f}")
-    rows = [f"τ = {k:g}: {summary[f'test_mse_tau_{k:g}']:.4f} (papers.md {v:g})" for k, v in PAPERS_MD_TEST_MSE.items()
-            if f"test_mse_tau_{k:g}" in summary]
+    rows = [
+        f"τ = {k:g}: {summary[f'test_mse_tau_{k:g}']:.4f} (papers.md {v:g})"
+        for k, v in PAPERS_MD_TEST_MSE.items()
+        if f"test_mse_tau_{k:g}" in summary
+    ]
     if rows:
         echo("  test MSE " + "; ".join(rows))
     echo(
@@ -385,8 +389,16 @@ def run(out: pathlib.Path, size: Size, *, solver: str = "tsit5", echo=print) -> 
     ds.attrs.update(
         experiment="papers.md E3.5 / A6: W = UU^T - VV^T, X*_ij = ij/d^2, U = V = 10 I; "
         "F = mean((W_ij - y)^2) (Lyu's MSELoss), lam = paper weight decay, t = eta*step",
-        size=size.name, d=d, fraction=size.fraction, alpha=ALPHA, lam=lam, tau1=size.tau1, seed=SEED,
-        solver=solver, result=traj.message, num_steps=int(traj.stats["num_steps"]),
+        size=size.name,
+        d=d,
+        fraction=size.fraction,
+        alpha=ALPHA,
+        lam=lam,
+        tau1=size.tau1,
+        seed=SEED,
+        solver=solver,
+        result=traj.message,
+        num_steps=int(traj.stats["num_steps"]),
         **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
@@ -413,13 +425,28 @@ def plot(t, traj, summary, refs, lam, top_eig, final_eig, reg_eig, star_eig, siz
 
     ax_mse.plot(tk, train, color="tab:blue", label="train MSE")
     ax_mse.plot(tk, test, color="tab:red", label="test MSE")
-    ax_mse.axhline(refs["kernel_test_mse"], color="tab:purple", ls="--", lw=1.2,
-                   label=f"kernel predictor (Cor. 3.11): {refs['kernel_test_mse']:.4f}")
-    ax_mse.axhline(refs["regularised_test_mse"], color="tab:green", ls="-.", lw=1.2,
-                   label=f"rich limit at λ (min MSE + (λ/2)‖W‖_*): {refs['regularised_test_mse']:.2g}")
+    ax_mse.axhline(
+        refs["kernel_test_mse"],
+        color="tab:purple",
+        ls="--",
+        lw=1.2,
+        label=f"kernel predictor (Cor. 3.11): {refs['kernel_test_mse']:.4f}",
+    )
+    ax_mse.axhline(
+        refs["regularised_test_mse"],
+        color="tab:green",
+        ls="-.",
+        lw=1.2,
+        label=f"rich limit at λ (min MSE + (λ/2)‖W‖_*): {refs['regularised_test_mse']:.2g}",
+    )
     floor = max(refs["min_nuclear_test_mse"], 1e-12)
-    ax_mse.axhline(floor, color="k", ls=":", lw=1.2,
-                   label=f"min-nuclear-norm completion (λ → 0): {refs['min_nuclear_test_mse']:.1e}")
+    ax_mse.axhline(
+        floor,
+        color="k",
+        ls=":",
+        lw=1.2,
+        label=f"min-nuclear-norm completion (λ → 0): {refs['min_nuclear_test_mse']:.1e}",
+    )
     ax_mse.set_yscale("log")
     ax_mse.set_ylim(max(1e-12, 0.3 * min(np.nanmin(train[train > 0]), floor)), 0.5)
     ax_mse.set_ylabel("MSE  mean((W_ij − X⋆_ij)²)")
@@ -428,18 +455,29 @@ def plot(t, traj, summary, refs, lam, top_eig, final_eig, reg_eig, star_eig, siz
     )
 
     ax_norm.plot(tk, norm, color="tab:green", label="‖θ‖")
-    ax_norm.plot(tk, summary["norm0"] * np.exp(-lam * tk), color="k", ls="--", lw=1,
-                 label=f"‖θ0‖e^(−λt), ‖θ0‖ = {summary['norm0']:.1f}")
-    ax_norm.axhline(math.sqrt(refs["regularised_nuclear_norm"]), color="tab:green", ls="-.", lw=1,
-                    label="√‖W_λ‖_* (rich limit)")
+    ax_norm.plot(
+        tk,
+        summary["norm0"] * np.exp(-lam * tk),
+        color="k",
+        ls="--",
+        lw=1,
+        label=f"‖θ0‖e^(−λt), ‖θ0‖ = {summary['norm0']:.1f}",
+    )
+    ax_norm.axhline(
+        math.sqrt(refs["regularised_nuclear_norm"]), color="tab:green", ls="-.", lw=1, label="√‖W_λ‖_* (rich limit)"
+    )
     ax_norm.set_yscale("log")
     ax_norm.set_ylim(0.3 * np.nanmin(norm), 2 * norm[0])
     ax_norm.set_ylabel("‖θ‖ = (‖U‖²_F + ‖V‖²_F)^½")
     ax_norm.set_title("parameter norm")
 
     for j in range(top_eig.shape[1]):
-        ax_eig_t.plot(tk, np.abs(top_eig[keep, j]), lw=1.6 if j == 0 else 0.9,
-                      color=plt.cm.viridis(j / max(1, top_eig.shape[1] - 1)))
+        ax_eig_t.plot(
+            tk,
+            np.abs(top_eig[keep, j]),
+            lw=1.6 if j == 0 else 0.9,
+            color=plt.cm.viridis(j / max(1, top_eig.shape[1] - 1)),
+        )
     ax_eig_t.axhline(star_eig, color="k", ls=":", lw=1, label=f"X⋆'s eigenvalue {star_eig:.2f}")
     ax_eig_t.set_yscale("log")
     ax_eig_t.set_ylim(1e-4, 2 * max(star_eig, np.nanmax(np.abs(top_eig))))
@@ -476,11 +514,13 @@ def plot(t, traj, summary, refs, lam, top_eig, final_eig, reg_eig, star_eig, siz
         fontsize=13,
     )
     fig.text(
-        0.005, 0.002,
+        0.005,
+        0.002,
         f"size: {size.name} — d = {size.d}, {size.fraction:.0%} of entries observed, U = V = {ALPHA:g}·I, "
         f"λ = {lam:g} (paper: 1e-4), F = mean((W_ij − y)²) + (λ/2)‖θ‖², gradient flow ({solver}); "
         f"mask from JAX key {SEED} (not the paper's torch mask)",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     return fig
 

@@ -67,7 +67,6 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # scripts/ is not a package
 import _figure  # noqa: E402
 
-
 NAME = "lyu_fig4_no_weight_decay"
 KEY = 0
 LOG10 = math.log(10.0)
@@ -88,12 +87,24 @@ class Size:
 
 
 SIZES = {
-    "smoke": Size("smoke", p=11, width=32, fraction=0.7, lr1=0.1, steps1=1000, lr2=0.01, steps2=4000,
-                  saves1=20, saves2=40),
-    "quick": Size("quick", p=23, width=128, fraction=0.7, lr1=0.1, steps1=5000, lr2=0.01, steps2=120_000,
-                  saves1=50, saves2=400),
-    "full": Size("full", p=97, width=1024, fraction=0.4, lr1=0.1, steps1=20_000, lr2=0.01, steps2=10_000_000,
-                 saves1=100, saves2=1000),
+    "smoke": Size(
+        "smoke", p=11, width=32, fraction=0.7, lr1=0.1, steps1=1000, lr2=0.01, steps2=4000, saves1=20, saves2=40
+    ),
+    "quick": Size(
+        "quick", p=23, width=128, fraction=0.7, lr1=0.1, steps1=5000, lr2=0.01, steps2=120_000, saves1=50, saves2=400
+    ),
+    "full": Size(
+        "full",
+        p=97,
+        width=1024,
+        fraction=0.4,
+        lr1=0.1,
+        steps1=20_000,
+        lr2=0.01,
+        steps2=10_000_000,
+        saves1=100,
+        saves2=1000,
+    ),
 }
 
 
@@ -236,15 +247,28 @@ def run(out: pathlib.Path, size: Size, *, echo=print) -> dict:
             "norm": ("save", norm),
             "stage": ("save", stage),
         },
-        coords={"save": np.arange(log_t.size), "log_t": ("save", log_t), "log10_t": ("save", log10_t),
-                "s": ("save", s)},
+        coords={
+            "save": np.arange(log_t.size),
+            "log_t": ("save", log_t),
+            "log10_t": ("save", log10_t),
+            "s": ("save", s),
+        },
     )
     ds.attrs.update({k: float(v) for k, v in summary.items()})
     ds.attrs.update(
         experiment="papers.md E3.2: Fig. 2's ReLU MLP (He init) on modular addition, lam = 0; stage 1 GD on the "
         "cross-entropy L, stage 2 GD on log L (dtheta/ds = -grad L / L, dt = ds / L); t = continuous GF time",
-        size=size.name, p=size.p, width=size.width, train_fraction=size.fraction, n_train=n_train, n_test=n_test,
-        lr1=size.lr1, steps1=size.steps1, lr2=size.lr2, steps2=size.steps2, key=KEY,
+        size=size.name,
+        p=size.p,
+        width=size.width,
+        train_fraction=size.fraction,
+        n_train=n_train,
+        n_test=n_test,
+        lr1=size.lr1,
+        steps1=size.steps1,
+        lr2=size.lr2,
+        steps2=size.steps2,
+        key=KEY,
         **_figure.provenance(),
     )
     data = out / f"{NAME}.nc"
@@ -267,8 +291,9 @@ def plot(log10_t, train_acc, test_acc, margin, norm, log_loss, stage, size, n_tr
     ax_acc.axvspan(100, 10_000, color="0.9", zorder=0, label="paper: test 0 → 100% here")
     switch = log10_t[stage == 2][0]
     ax_acc.axvline(switch, color="0.5", ls=":", lw=1)
-    ax_acc.text(switch, 0.5, " normalised step (s) from here", color="0.4", fontsize=8,
-                transform=ax_acc.get_xaxis_transform())
+    ax_acc.text(
+        switch, 0.5, " normalised step (s) from here", color="0.4", fontsize=8, transform=ax_acc.get_xaxis_transform()
+    )
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_title("test accuracy climbs over log log t (λ = 0)")
@@ -288,14 +313,19 @@ def plot(log10_t, train_acc, test_acc, margin, norm, log_loss, stage, size, n_tr
         ax.set_xscale("log")
         ax.grid(True, which="major", alpha=0.3)
         ax.set_xlabel("log₁₀ t (log scale: the axis is log log t; t = gradient-flow time of L)")
-    fig.suptitle("Lyu et al. Fig. 4: grokking without weight decay, ReLU MLP on modular addition, "
-                 "loss-normalised gradient descent", fontsize=12)
+    fig.suptitle(
+        "Lyu et al. Fig. 4: grokking without weight decay, ReLU MLP on modular addition, "
+        "loss-normalised gradient descent",
+        fontsize=12,
+    )
     fig.text(
-        0.005, 0.005,
+        0.005,
+        0.005,
         f"size: {size.name} — p = {size.p}, width {size.width}, {n_train} train / {n_test} test pairs "
         f"({size.fraction:.0%}; paper: p = 97, width 1024, 40%); GD on L (lr {size.lr1:g}) × {size.steps1}, "
         f"then on log L (lr {size.lr2:g}) × {size.steps2}; JAX key {KEY}",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     return fig
 

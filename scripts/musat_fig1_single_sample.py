@@ -124,8 +124,14 @@ def simulate_runs(lams=LAMS, n_saves: int = SIZES["quick"]) -> dict:
     for lam in lams:
         t_m = save_times(lam, n_saves)
         traj = gflow.simulate(
-            problem, lam, 2.0 * t_m[-1], solver="tsit5", saveat=jnp.asarray(2.0 * t_m), save_params=True,
-            rtol=RTOL, atol=ATOL,
+            problem,
+            lam,
+            2.0 * t_m[-1],
+            solver="tsit5",
+            saveat=jnp.asarray(2.0 * t_m),
+            save_params=True,
+            rtol=RTOL,
+            atol=ATOL,
         )
         if not bool(traj.ok):
             raise RuntimeError(f"λ = {lam}: {traj.message}")
@@ -229,12 +235,14 @@ def plot(res: dict, *, size: str):
 
     fig.suptitle("Musat Fig. 1: ŷ = w1x1 + w2x2 groks addition from the single sample 1 + 1 = 2 (gradient flow)")
     fig.text(
-        0.005, 0.008,
+        0.005,
+        0.008,
         f"size: {size}. Musat's L = (ŷ − y)² + λ‖w‖² = gflow's 2F_λ: gflow λ = λ_M, t = 2t_M. "
         "Flow, not GD (η unknown). "
         f"Test: 100 Gaussian pairs (seed {TEST_SEED}); t_grok threshold {GROK_THRESHOLD:g} is our choice. "
         "Dashed: exact solution.",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     return fig
 
@@ -250,12 +258,16 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
     echo(f"E2.1/A9: ŷ = w1x1 + w2x2, sample (1, 1) → 2, init {INIT}, λ ∈ {{{lam_list}}} (Musat's λ_M = gflow's λ)")
     start = time.perf_counter()
     res = simulate_runs(LAMS, SIZES[size])
-    echo(f"  simulated {len(LAMS)} runs (Tsit5, rtol {RTOL:g}), steps {res['num_steps'].tolist()}  "
-         f"[{time.perf_counter() - start:.1f} s incl. compilation]")
+    echo(
+        f"  simulated {len(LAMS)} runs (Tsit5, rtol {RTOL:g}), steps {res['num_steps'].tolist()}  "
+        f"[{time.perf_counter() - start:.1f} s incl. compilation]"
+    )
     errs = drift_errors(res)
     fit = fit_inverse_lambda(res["grok_time"], res["lams"], loglog=True)
-    echo("  λ      final w1, w2            2/(2+λ)     train MSE      (2λ/(2+λ))²   drift rel.err  t_grok (t_M)  "
-         "2λ·t_grok")
+    echo(
+        "  λ      final w1, w2            2/(2+λ)     train MSE      (2λ/(2+λ))²   drift rel.err  t_grok (t_M)  "
+        "2λ·t_grok"
+    )
     for i, lam in enumerate(res["lams"]):
         w = res["w"][i][-1]
         echo(
@@ -263,10 +275,14 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
             f"{(2 * lam / (2 + lam)) ** 2:.6e}  {errs[i]:.1e}        {res['grok_time'][i]:<12.4g}  "
             f"{2 * lam * res['grok_time'][i]:.3f}"
         )
-    echo(f"  fast phase: w at t_M = 2 (exact): λ = {LAMS[0]:g}: "
-         f"{np.array2string(exact_weights(INIT, LAMS[0], [2.0])[0], precision=3)} (≈ (0, 2))")
-    echo(f"  grokking time vs λ: log-log slope {fit.slope:.3f} (95% CI {fit.slope_ci[0]:.3f} … {fit.slope_ci[1]:.3f}; "
-         "theory −1)")
+    echo(
+        f"  fast phase: w at t_M = 2 (exact): λ = {LAMS[0]:g}: "
+        f"{np.array2string(exact_weights(INIT, LAMS[0], [2.0])[0], precision=3)} (≈ (0, 2))"
+    )
+    echo(
+        f"  grokking time vs λ: log-log slope {fit.slope:.3f} (95% CI {fit.slope_ci[0]:.3f} … {fit.slope_ci[1]:.3f}; "
+        "theory −1)"
+    )
 
     fig = plot(res, size=size)
     png = out / "musat_fig1_single_sample.png"
@@ -312,7 +328,8 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, "musat_fig1_single_sample",
+        __doc__,
+        "musat_fig1_single_sample",
         smoke="few save points (seconds)",
         full="many save points (the toy is already the paper's size)",
     )

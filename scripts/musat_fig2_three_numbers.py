@@ -91,8 +91,14 @@ def simulate_runs(inits=INITS, lam: float = LAM, n_saves: int = SIZES["quick"]) 
     for w0 in inits:
         problem = gflow.tasks.musat_addition(0, n_weights=3, init=w0)
         traj = gflow.simulate(
-            problem, lam, 2.0 * t_m[-1], solver="tsit5", saveat=jnp.asarray(2.0 * t_m), save_params=True,
-            rtol=RTOL, atol=ATOL,
+            problem,
+            lam,
+            2.0 * t_m[-1],
+            solver="tsit5",
+            saveat=jnp.asarray(2.0 * t_m),
+            save_params=True,
+            rtol=RTOL,
+            atol=ATOL,
         )
         if not bool(traj.ok):
             raise RuntimeError(f"init {w0}: {traj.message}")
@@ -174,8 +180,9 @@ def plot(res: dict, *, size: str):
     ax3.set_ylabel("w2")
     ax3.set_zlabel("w3")
     ax3.view_init(elev=22, azim=-60)
-    ax3.set_title("(a) paths over the zero-loss plane w1 + w2 + w3 = 3\n(shaded by ‖w‖, lighter = smaller)",
-                  fontsize=10)
+    ax3.set_title(
+        "(a) paths over the zero-loss plane w1 + w2 + w3 = 3\n(shaded by ‖w‖, lighter = smaller)", fontsize=10
+    )
     ax3.legend(fontsize=8, loc="upper left")
 
     # (b) projected onto the plane: straight segments to (1, 1, 1)
@@ -193,8 +200,9 @@ def plot(res: dict, *, size: str):
     ax_plane.set_aspect("equal")
     ax_plane.set_xlabel("⟨w − 1, (1, −1, 0)/√2⟩")
     ax_plane.set_ylabel("⟨w − 1, (1, 1, −2)/√6⟩")
-    ax_plane.set_title("(b) the same paths seen along the plane's normal:\nstraight to (1, 1, 1) (the star)",
-                       fontsize=10)
+    ax_plane.set_title(
+        "(b) the same paths seen along the plane's normal:\nstraight to (1, 1, 1) (the star)", fontsize=10
+    )
     ax_plane.legend(fontsize=8, loc="lower left")
 
     # (c) distances over time
@@ -225,10 +233,12 @@ def plot(res: dict, *, size: str):
 
     fig.suptitle("Musat Fig. 2: ŷ = w·x groks 1 + 1 + 1 = 3 from one sample, four initialisations (gradient flow)")
     fig.text(
-        0.005, 0.008,
+        0.005,
+        0.008,
         f"size: {size}. λ_M = {lam:g} (ours); the four initialisations are ours; flow, not GD (η unknown). "
         "Musat's L = (ŷ − y)² + λ‖w‖² = gflow's 2F_λ: λ = λ_M, t = 2t_M. Dashed: exact solution.",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     return fig
 
@@ -241,15 +251,19 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
     echo(f"E2.2: ŷ = w·x, sample (1, 1, 1) → 3, λ_M = {LAM:g}, {len(INITS)} initialisations")
     start = time.perf_counter()
     res = simulate_runs(INITS, LAM, SIZES[size])
-    echo(f"  simulated {len(INITS)} runs (Tsit5, rtol {RTOL:g}), steps {res['num_steps'].tolist()}  "
-         f"[{time.perf_counter() - start:.1f} s incl. compilation]")
+    echo(
+        f"  simulated {len(INITS)} runs (Tsit5, rtol {RTOL:g}), steps {res['num_steps'].tolist()}  "
+        f"[{time.perf_counter() - start:.1f} s incl. compilation]"
+    )
     angles = straightness(res)
     t_plane, t_half = phase_times(res)
     path_err = np.max(np.abs(res["w"] - res["w_exact"]), axis=(1, 2))
     floor = math.sqrt(3) * LAM / (3 + LAM)
-    echo("  init              Φ(w0) (on the plane)        t_M to plane  t_M half-way  max angle off the line  "
-         "final ‖w − 1‖ "
-         "(exact √3λ/(3+λ))  max |w − exact|")
+    echo(
+        "  init              Φ(w0) (on the plane)        t_M to plane  t_M half-way  max angle off the line  "
+        "final ‖w − 1‖ "
+        "(exact √3λ/(3+λ))  max |w − exact|"
+    )
     for i, w0 in enumerate(INITS):
         phi = exact_weights(w0, 0.0, [1e3])[0]
         echo(
@@ -278,8 +292,11 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
             "t_half": ("init", t_half),
             "num_steps": ("init", res["num_steps"]),
         },
-        coords={"t_m": ("time", res["t_m"], {"long_name": "Musat time t_M (gflow t = 2 t_M)"}),
-                "component": [1, 2, 3], "init": np.arange(len(INITS))},
+        coords={
+            "t_m": ("time", res["t_m"], {"long_name": "Musat time t_M (gflow t = 2 t_M)"}),
+            "component": [1, 2, 3],
+            "init": np.arange(len(INITS)),
+        },
         attrs={
             "experiment": "papers.md E2.2 (Musat Fig. 2): y_hat = w.x, one sample (1,1,1) -> 3, four initialisations "
             "(ours)",
@@ -298,7 +315,8 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, "musat_fig2_three_numbers",
+        __doc__,
+        "musat_fig2_three_numbers",
         smoke="few save points (seconds)",
         full="many save points (the toy is already the paper's size)",
     )

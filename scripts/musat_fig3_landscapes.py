@@ -70,12 +70,15 @@ T_MIN = 1e-3
 RTOL, ATOL = 1e-10, 1e-12
 PANELS = {
     # name: (title, initialisations)
-    "curved": ("(a) curved zero-loss set: f = w2·w1·x, 1 → 1",
-               ((3.0, 0.1), (0.15, 2.8), (0.3, -2.5), (-2.6, 0.5))),
-    "singular": ("(b) singular point at the origin: f = w2·w1·x, 1 → 0",
-                 ((2.5, 1.0), (-1.0, 2.5), (1.5, 1.5), (0.8, -2.6))),
-    "leaky": ("(c) leaky ReLU (slope 1/10): f = σ(w1x1 + w2x2), (1, 1) → 2",
-              ((-1.0, 1.0), (-2.0, -1.0), (-0.5, -2.5), (2.8, 2.2))),
+    "curved": ("(a) curved zero-loss set: f = w2·w1·x, 1 → 1", ((3.0, 0.1), (0.15, 2.8), (0.3, -2.5), (-2.6, 0.5))),
+    "singular": (
+        "(b) singular point at the origin: f = w2·w1·x, 1 → 0",
+        ((2.5, 1.0), (-1.0, 2.5), (1.5, 1.5), (0.8, -2.6)),
+    ),
+    "leaky": (
+        "(c) leaky ReLU (slope 1/10): f = σ(w1x1 + w2x2), (1, 1) → 2",
+        ((-1.0, 1.0), (-2.0, -1.0), (-0.5, -2.5), (2.8, 2.2)),
+    ),
 }
 MIN_NORM = {"curved": ((1.0, 1.0), (-1.0, -1.0)), "singular": ((0.0, 0.0),), "leaky": ((1.0, 1.0),)}
 FOOT_X0 = 0.7  # foot point of A, B, C on the parabola
@@ -140,8 +143,14 @@ def simulate_panels(n_saves: int, lam: float = LAM) -> dict:
     for i, (name, (_, inits)) in enumerate(PANELS.items()):
         for j, w0 in enumerate(inits):
             traj = gflow.simulate(
-                build_problem(name, w0), lam, 2 * t_m[-1], solver="tsit5", saveat=jnp.asarray(2 * t_m),
-                save_params=True, rtol=RTOL, atol=ATOL,
+                build_problem(name, w0),
+                lam,
+                2 * t_m[-1],
+                solver="tsit5",
+                saveat=jnp.asarray(2 * t_m),
+                save_params=True,
+                rtol=RTOL,
+                atol=ATOL,
             )
             if not bool(traj.ok):
                 raise RuntimeError(f"panel {name}, init {w0}: {traj.message}")
@@ -262,8 +271,11 @@ def plot(traj: dict, orth: dict, *, size: str):
     fig = plt.figure(figsize=(18, 10.5), layout="constrained")
     fig.get_layout_engine().set(rect=(0, 0.025, 1, 0.975))
     top, bottom = fig.subfigures(2, 1, height_ratios=(1.1, 1))
-    top.suptitle(f"Musat Fig. 3: trajectories over loss landscapes (gradient flow, λ_M = {traj['lam']:g}); "
-                 "fast onto the zero-loss set Z, then along it to lower norm", fontsize=11)
+    top.suptitle(
+        f"Musat Fig. 3: trajectories over loss landscapes (gradient flow, λ_M = {traj['lam']:g}); "
+        "fast onto the zero-loss set Z, then along it to lower norm",
+        fontsize=11,
+    )
     colors = plt.get_cmap("tab10")(np.arange(4))
     g = np.linspace(-3.2, 3.2, 400)
     w1g, w2g = np.meshgrid(g, g)
@@ -299,8 +311,11 @@ def plot(traj: dict, orth: dict, *, size: str):
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7.5, loc="lower left" if name == "singular" else "lower right", framealpha=0.85)
 
-    bottom.suptitle("Musat Fig. 4: L(x, y) = (y − x²)²; the negative gradient at A, B, C (same foot point on Z) "
-                    "turns orthogonal to Z as the distance shrinks (claim 3.4(a))", fontsize=11)
+    bottom.suptitle(
+        "Musat Fig. 4: L(x, y) = (y − x²)²; the negative gradient at A, B, C (same foot point on Z) "
+        "turns orthogonal to Z as the distance shrinks (claim 3.4(a))",
+        fontsize=11,
+    )
     axes = bottom.subplots(1, 4, width_ratios=(1, 1, 1, 1.25))
     p = np.array([FOOT_X0, FOOT_X0**2])
     tangent = np.array([1.0, 2 * FOOT_X0]) / math.sqrt(1 + 4 * FOOT_X0**2)
@@ -321,8 +336,14 @@ def plot(traj: dict, orth: dict, *, size: str):
         ax.plot(*q, "o", color="tab:red", ms=5)
         ax.annotate("", q + 0.25 * h * d, q, arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 1.5})
         deviation = math.degrees(math.asin(min(c, 1.0)))
-        ax.annotate(f"{'ABC'[k]}: distance {ABC[k]:g}\n−∇L is {deviation:.2g}° off the normal", q,
-                    textcoords="offset points", xytext=(8, -24), fontsize=8.5, color="tab:red")
+        ax.annotate(
+            f"{'ABC'[k]}: distance {ABC[k]:g}\n−∇L is {deviation:.2g}° off the normal",
+            q,
+            textcoords="offset points",
+            xytext=(8, -24),
+            fontsize=8.5,
+            color="tab:red",
+        )
         ax.set_xlim(p[0] - h, p[0] + h)
         ax.set_ylim(p[1] - h, p[1] + h)
         ax.set_aspect("equal")
@@ -349,10 +370,12 @@ def plot(traj: dict, orth: dict, *, size: str):
     ax.legend(fontsize=7.5, loc="upper left")
 
     fig.text(
-        0.005, 0.006,
+        0.005,
+        0.006,
         f"size: {size}. Fig. 3's data, initialisations and λ_M = {traj['lam']:g} are our choices (not in the paper); "
         "Musat's L = (f − y)² + λ‖θ‖² = gflow's 2F_λ: λ = λ_M, t = 2t_M. Fig. 4: foot point and distances ours.",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     return fig
 
@@ -364,19 +387,25 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
     echo(f"E2.3 (Fig. 3): three toy landscapes, 4 initialisations each, λ_M = {LAM:g}")
     start = time.perf_counter()
     traj = simulate_panels(cfg["saves"])
-    echo(f"  simulated 12 runs (Tsit5, rtol {RTOL:g}), steps per panel "
-         f"{ {k: traj['num_steps'][i].tolist() for i, k in enumerate(PANELS)} }  [{time.perf_counter() - start:.1f} s]")
+    echo(
+        f"  simulated 12 runs (Tsit5, rtol {RTOL:g}), steps per panel "
+        f"{ {k: traj['num_steps'][i].tolist() for i, k in enumerate(PANELS)} }  [{time.perf_counter() - start:.1f} s]"
+    )
     for i, (name, (_, inits)) in enumerate(PANELS.items()):
         ends = ", ".join(f"{w0} → ({w[-1, 0]:+.4f}, {w[-1, 1]:+.4f})" for w0, w in zip(inits, traj["w"][i]))
         echo(f"  {name:<9}: {ends}")
         echo(f"  {'':<9}  final Musat train loss ≤ {traj['loss'][i, :, -1].max():.2e}")
-    echo(f"  expected ends: curved ±(1, 1)·√(1 − λ) = ±{math.sqrt(1 - LAM):.4f} (balanced, w1w2 = 1 − λ); "
-         f"singular (0, 0); leaky (1, 1)·2/(2 + λ) = {2 / (2 + LAM):.4f}")
+    echo(
+        f"  expected ends: curved ±(1, 1)·√(1 − λ) = ±{math.sqrt(1 - LAM):.4f} (balanced, w1w2 = 1 − λ); "
+        f"singular (0, 0); leaky (1, 1)·2/(2 + λ) = {2 / (2 + LAM):.4f}"
+    )
 
     start = time.perf_counter()
     orth = orthogonality(cfg["dists"])
-    echo(f"E2.3 (Fig. 4) / claim 3.4(a): 𝓛 = (y − x²)², |cos∠(∇𝓛, tangent)| against distance  "
-         f"[{time.perf_counter() - start:.1f} s]")
+    echo(
+        f"E2.3 (Fig. 4) / claim 3.4(a): 𝓛 = (y − x²)², |cos∠(∇𝓛, tangent)| against distance  "
+        f"[{time.perf_counter() - start:.1f} s]"
+    )
     for x0, s, c, ce in zip(FIT_FEET, orth["slopes"], orth["cos"], orth["cos_exact"], strict=True):
         err = np.max(np.abs(c / ce - 1))
         echo(f"  foot x0 = {x0:<5g} log-log slope {s:.5f}   max rel. error vs closed form {err:.1e}")
@@ -428,7 +457,8 @@ def run(out: pathlib.Path, *, size: str, echo=print) -> dict:
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, "musat_fig3_landscapes",
+        __doc__,
+        "musat_fig3_landscapes",
         smoke="few save points and distances (seconds)",
         full="more save points (the toys are already the paper's size)",
     )

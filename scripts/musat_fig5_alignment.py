@@ -172,6 +172,7 @@ def accuracy_window(steps, acc, low: float = 0.1, high: float = 0.9, *, start: f
 
     "Stays" makes the window robust to chance-level blips (1 of 7 test pairs right by luck).
     """
+
     def settled(th):
         ok = (acc >= th) & (steps >= start)
         below = np.nonzero(~ok)[0]
@@ -306,7 +307,10 @@ def plot(ds, *, size: str):
         plt.Line2D([], [], color="tab:blue", ls="--", label=f"memorised (step {ds.attrs['step_memorised']:g})"),
         matplotlib.patches.Patch(color="tab:red", alpha=0.15, label=f"mean test acc 10%→90% (steps {lo:g}–{hi:g})"),
         plt.Line2D(
-            [], [], color="tab:purple", ls=":",
+            [],
+            [],
+            color="tab:purple",
+            ls=":",
             label=f"max mean cos {ds.attrs['cos_peak']:.2f} (step {ds.attrs['step_cos_peak']:g})",
         ),
     ]
@@ -326,14 +330,16 @@ def plot(ds, *, size: str):
         "PyTorch MSELoss (mean)\n"
         "— the summed loss diverges at η = 1; Δθ over c = 10 steps; θ′ = 100 GD steps (λ = 0, momentum 0.9); "
         "g̃ = (I − J⁺J)(−θ_t) with J at θ′.",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     return fig
 
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, "musat_fig5_alignment",
+        __doc__,
+        "musat_fig5_alignment",
         smoke="2 seeds, 3000 steps (seconds)",
         full="5 seeds, 100 000 steps, cosine every 50 steps",
     )

@@ -226,10 +226,11 @@ def plot(ds, *, size: str):
         stepax = ax.secondary_xaxis("top", functions=(lambda t: t / ETA, lambda s: s * ETA))
         stepax.set_xlabel(f"Musat's steps (η = {ETA:g})")
     plot_fourier(
-        ds["embed_init"].values[0], ds["embed_final"].values[0],
-        labels=("initial", f"final (τ = {tau[-1]:g})"), fig=bottom,
-        title="Fig. 6: Fourier features of E, seed 0 — "
-        "circles become round, orthogonal and use their own hidden units",
+        ds["embed_init"].values[0],
+        ds["embed_final"].values[0],
+        labels=("initial", f"final (τ = {tau[-1]:g})"),
+        fig=bottom,
+        title="Fig. 6: Fourier features of E, seed 0 — circles become round, orthogonal and use their own hidden units",
     )
     fig.suptitle(
         f"Musat E2.5: isolated first-layer dynamics dE/dτ = Xᵀ[(AYYᵀAH)⊙σ′(XE)] − E, W = H⁺Y\n"
@@ -237,14 +238,16 @@ def plot(ds, *, size: str):
     )
     fig.supxlabel(
         f"size: {size}. Chosen unknowns: E ~ N(0, std p^-1/2); each seed draws its own split; Fourier bars for seed 0.",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     return fig
 
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, "musat_fig6_embedding_dynamics",
+        __doc__,
+        "musat_fig6_embedding_dynamics",
         smoke="p = 23, d_h = 256, 2 seeds, τ ≤ 2.5 (seconds)",
         full="the paper's run: p = 37, 5 seeds, τ ≤ 5",
     )

@@ -108,7 +108,10 @@ def run(out: pathlib.Path, *, smoke: bool, echo=print) -> dict:
     echo(f"  fitted order of convergence in λ (log-log slope): {orders}")
 
     fig = plot_slow_flow(
-        fulls, slow, metric="norm", at=list(REPORT_TAUS),
+        fulls,
+        slow,
+        metric="norm",
+        at=list(REPORT_TAUS),
         title="Full flows with weight decay collapse onto the slow flow in τ = λt\n"
         "diagonal network β = u⊙v, n = 3, d = 8 (papers.md A2)",
     )

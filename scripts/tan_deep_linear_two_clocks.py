@@ -243,8 +243,13 @@ def plot(results: dict, size_name: str, size: dict, path: pathlib.Path) -> None:
     ax_rank.semilogx(t[keep], main["srank"][keep], color="tab:purple", label=f"srank(A), orthogonal init α = {ALPHA:g}")
     if "small_init" in results:
         small = results["small_init"]
-        ax_rank.semilogx(t[keep], small["srank"][keep], color="0.4", lw=1.2,
-                         label=f"srank(A), small Gaussian init α = {SMALL_ALPHA:g}")
+        ax_rank.semilogx(
+            t[keep],
+            small["srank"][keep],
+            color="0.4",
+            lw=1.2,
+            label=f"srank(A), small Gaussian init α = {SMALL_ALPHA:g}",
+        )
     ax_rank.axhline(main["srank_level"], color="tab:purple", lw=0.8, ls=":", label="midpoint level (defines T_rep)")
     mark(ax_rank, label=True)
     ax_rank.set_xlabel("t (ODE time, log scale)")
@@ -254,21 +259,35 @@ def plot(results: dict, size_name: str, size: dict, path: pathlib.Path) -> None:
     top = ax_rank.secondary_xaxis("top", functions=(lambda x: x * LAM, lambda x: x / LAM))
     top.set_xlabel("τ = λt")
 
-    ax_cls.loglog(1 / eps, main["t_cls"], "o", color="tab:purple",
-                  label=f"T_cls(ε), orthogonal init α = {ALPHA:g} (lazy)")
+    ax_cls.loglog(
+        1 / eps, main["t_cls"], "o", color="tab:purple", label=f"T_cls(ε), orthogonal init α = {ALPHA:g} (lazy)"
+    )
     xs = np.geomspace(1 / eps.max(), 1 / eps.min(), 50)
     tail = eps <= TAIL_EPS
     if "tail_slope" in main:
         fitted = main["t_cls"][tail][-1] * (xs * eps[tail][-1]) ** main["tail_slope"]
-        ax_cls.loglog(xs, fitted, color="tab:purple", ls="--", lw=1,
-                      label=f"power law fitted for ε ≤ {TAIL_EPS:g}: slope {main['tail_slope']:.2f}")
+        ax_cls.loglog(
+            xs,
+            fitted,
+            color="tab:purple",
+            ls="--",
+            lw=1,
+            label=f"power law fitted for ε ≤ {TAIL_EPS:g}: slope {main['tail_slope']:.2f}",
+        )
     if "small_init" in results:
         small = results["small_init"]
-        ax_cls.loglog(1 / eps, small["t_cls"], "s", color="0.4",
-                      label=f"T_cls(ε), small init α = {SMALL_ALPHA:g} (rich)")
+        ax_cls.loglog(
+            1 / eps, small["t_cls"], "s", color="0.4", label=f"T_cls(ε), small init α = {SMALL_ALPHA:g} (rich)"
+        )
         c = small["lyu_li_constant"][-1]
-        ax_cls.loglog(xs, c * xs / np.log(xs) ** (2 - 2 / DEPTH), color="0.4", ls="--", lw=1,
-                      label=f"C/(ε ln(1/ε)^{{4/3}}) (Lyu & Li rate at L = 3), C = {c:.3g}")
+        ax_cls.loglog(
+            xs,
+            c * xs / np.log(xs) ** (2 - 2 / DEPTH),
+            color="0.4",
+            ls="--",
+            lw=1,
+            label=f"C/(ε ln(1/ε)^{{4/3}}) (Lyu & Li rate at L = 3), C = {c:.3g}",
+        )
     if "affine_r2" in main:
         slope = main.get("tail_slope", math.nan)
         ax_cls.set_title(f"(c) T_cls(ε) is polynomial in 1/ε, not O(log 1/ε) (slope {slope:.2f})")
@@ -291,8 +310,9 @@ def plot(results: dict, size_name: str, size: dict, path: pathlib.Path) -> None:
     gap = main["layer_energy"] - main["schatten"]
     ax_energy.loglog(t[keep], np.where(gap > 0, gap, np.nan)[keep], color="tab:cyan", label="their gap (0 at balance)")
     delta = main["energy_gap"]
-    ax_energy.loglog(t[keep], np.where(delta > 0, delta, np.nan)[keep], color="k", lw=1,
-                     label="Δ(t) = ℰ(A_t) − ℰ(A_{t1})")
+    ax_energy.loglog(
+        t[keep], np.where(delta > 0, delta, np.nan)[keep], color="k", lw=1, label="Δ(t) = ℰ(A_t) − ℰ(A_{t1})"
+    )
     mark(ax_energy, label=False)
     ax_energy.set_xlabel("t (ODE time, log scale)")
     ax_energy.set_title("(d) Schatten-2/3 energy: the factorisation balances on the slow clock")
@@ -307,7 +327,8 @@ def plot(results: dict, size_name: str, size: dict, path: pathlib.Path) -> None:
         "task: planted rank-2 "
         "classifier on x = e_a + e_b (our choice); orthogonal init α = 4 (small-init contrast α = 0.3); ros34pw2, "
         f"rtol {RTOL:g}; F_λ = F + (λ/2)Σ‖W_ℓ‖²",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -333,7 +354,14 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
     for name, problem in problems.items():
         start = time.perf_counter()
         traj = gflow.simulate(
-            problem, LAM, T1, solver="ros34pw2", saveat=size["saves"], save_params=True, rtol=RTOL, atol=ATOL,
+            problem,
+            LAM,
+            T1,
+            solver="ros34pw2",
+            saveat=size["saves"],
+            save_params=True,
+            rtol=RTOL,
+            atol=ATOL,
             max_steps=50_000,
         )
         jax.block_until_ready(traj)
@@ -346,8 +374,7 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
                 f"    affine in ln(1/ε): R² = {res['affine_r2']:.3f}; "
                 f"ln T_cls vs ln(1/ε): slope {res['power_slope']:.3f} "
                 f"(R² = {res['power_r2']:.3f}), for ε ≤ {TAIL_EPS:g}: {res.get('tail_slope', math.nan):.3f}; "
-                "ε·T·ln(1/ε)^(4/3) = "
-                + ", ".join(f"{v:.3g}" for v in res["lyu_li_constant"])
+                "ε·T·ln(1/ε)^(4/3) = " + ", ".join(f"{v:.3g}" for v in res["lyu_li_constant"])
             )
         echo(
             f"    srank(A): {res['srank'][0]:.2f} at t = 0, {res['srank_ref']:.2f} at T_cls({EPS_REF:g}), "
@@ -359,24 +386,58 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
 
     names = list(results)
     t = results[names[0]]["t"]
-    series = ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "norm", "srank", "layer_energy", "schatten",
-              "energy_gap")
+    series = (
+        "train_loss",
+        "test_loss",
+        "train_accuracy",
+        "test_accuracy",
+        "norm",
+        "srank",
+        "layer_energy",
+        "schatten",
+        "energy_gap",
+    )
     ds = xr.Dataset(
         {k: (("run", "t"), np.stack([results[n][k] for n in names])) for k in series},
         coords={"run": names, "t": t, "eps": np.asarray(EPS)},
     )
     ds["t_cls"] = (("run", "eps"), np.stack([results[n]["t_cls"] for n in names]))
     ds["lyu_li_constant"] = (("run", "eps"), np.stack([results[n]["lyu_li_constant"] for n in names]))
-    for k in ("t_ref", "srank_ref", "srank_end", "t_rep", "ratio", "affine_r2", "power_slope", "power_r2", "tail_slope",
-              "solver_steps"):
+    for k in (
+        "t_ref",
+        "srank_ref",
+        "srank_end",
+        "t_rep",
+        "ratio",
+        "affine_r2",
+        "power_slope",
+        "power_r2",
+        "tail_slope",
+        "solver_steps",
+    ):
         ds[k] = ("run", np.array([results[n].get(k, math.nan) for n in names], float))
     ds.attrs.update(
         experiment="papers.md A13: depth-3 linear net A = W3 W2 W1, planted rank-2 classifier on x = e_a + e_b, "
         "cross-entropy, weight decay (lam/2) sum ||W_l||^2",
-        size=size_name, p=size["p"], classes=size["classes"], width=size["width"], depth=DEPTH, lam=LAM, t1=T1,
-        alpha_orthogonal=ALPHA, alpha_small_gaussian=SMALL_ALPHA, train_fraction=TRAIN_FRACTION,
-        margin_filter=MARGIN_FILTER, seed=SEED, n_train=n_train, n_test=n_test, solver="ros34pw2", rtol=RTOL, atol=ATOL,
-        eps_ref=EPS_REF, t_rep_definition="first t after T_cls(eps_ref) from which srank stays below the midpoint of "
+        size=size_name,
+        p=size["p"],
+        classes=size["classes"],
+        width=size["width"],
+        depth=DEPTH,
+        lam=LAM,
+        t1=T1,
+        alpha_orthogonal=ALPHA,
+        alpha_small_gaussian=SMALL_ALPHA,
+        train_fraction=TRAIN_FRACTION,
+        margin_filter=MARGIN_FILTER,
+        seed=SEED,
+        n_train=n_train,
+        n_test=n_test,
+        solver="ros34pw2",
+        rtol=RTOL,
+        atol=ATOL,
+        eps_ref=EPS_REF,
+        t_rep_definition="first t after T_cls(eps_ref) from which srank stays below the midpoint of "
         "srank(T_cls(eps_ref)) and srank(t1)",
         **_figure.provenance(),
     )
@@ -390,7 +451,8 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, "tan_deep_linear_two_clocks",
+        __doc__,
+        "tan_deep_linear_two_clocks",
         smoke="the large-init run only, fewer saves (seconds)",
         full="p = 16, K = 12, width 16",
     )

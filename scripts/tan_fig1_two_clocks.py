@@ -93,8 +93,15 @@ def make_problem(size: dict, seed: int = SEED):
     import gflow
 
     return gflow.tasks.modular_arithmetic(
-        seed, p=size["p"], op="+", pairs="ordered", train_fraction=size["train_fraction"], loss="cross_entropy",
-        model="embed_mlp", embed_dim=size["embed"], width=size["width"],
+        seed,
+        p=size["p"],
+        op="+",
+        pairs="ordered",
+        train_fraction=size["train_fraction"],
+        loss="cross_entropy",
+        model="embed_mlp",
+        embed_dim=size["embed"],
+        width=size["width"],
     )
 
 
@@ -263,8 +270,14 @@ def to_dataset(epochs, logs, lams, size_name: str, size: dict, clocks: dict, ext
     ds["cls_r2"] = ("lam", clocks["cls_r2"])
     ds["cls_slope"] = ("lam", clocks["cls_slope"])
     ds.attrs.update(
-        size=size_name, p=size["p"], embed_dim=size["embed"], width=size["width"],
-        train_fraction=size["train_fraction"], epochs=size["epochs"], log_every=size["log_every"], seed=SEED,
+        size=size_name,
+        p=size["p"],
+        embed_dim=size["embed"],
+        width=size["width"],
+        train_fraction=size["train_fraction"],
+        epochs=size["epochs"],
+        log_every=size["log_every"],
+        seed=SEED,
         optimiser=f"optax.adamw(lr={LR}, b1={BETAS[0]}, b2={BETAS[1]}, eps={ADAM_EPS}, weight_decay=lam), full batch, "
         "all parameters decayed, no warm-up",
         time="epoch (= optimiser step); t = lr*epoch; decoupled decay per epoch lr*lam",
@@ -301,8 +314,9 @@ def plot(epochs, logs, lams, clocks, size_name: str, size: dict, path: pathlib.P
 
     x = np.log(1 / np.asarray(EPS))
     for i, (lam, c) in enumerate(zip(lams, colors, strict=True)):
-        ax_side.plot(x, clocks["t_cls"][i], "o-", color=c, ms=4, lw=1,
-                     label=f"λ = {lam:g}: R² = {clocks['cls_r2'][i]:.3f}")
+        ax_side.plot(
+            x, clocks["t_cls"][i], "o-", color=c, ms=4, lw=1, label=f"λ = {lam:g}: R² = {clocks['cls_r2'][i]:.3f}"
+        )
     ax_side.set_xlabel("ln(1/ε)")
     ax_side.set_ylabel("T̂_cls(ε) (epochs): train loss stays ≤ ε")
     ax_side.set_title("(b) classifier clock of AdamW: affine in ln(1/ε)\n(R² of a straight-line fit; Tan Prop. 3.6)")
@@ -316,7 +330,8 @@ def plot(epochs, logs, lams, clocks, size_name: str, size: dict, path: pathlib.P
         f"size: {size_name} (p = {size['p']}, d = {size['embed']}, width {size['width']}, train fraction "
         f"{size['train_fraction']:g} of ordered pairs, {size['epochs']} epochs, seed {SEED}); "
         "discrete AdamW, not gradient flow; width, depth, train fraction and seed are our choices",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -345,8 +360,15 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
             f"T_test = {clocks['t_test'][i]:.0f}; final train/test loss {logs['train_loss'][i, -1]:.2e}/"
             f"{logs['test_loss'][i, -1]:.2e}, test accuracy {logs['test_accuracy'][i, -1]:.3f}"
         )
-    ds = to_dataset(epochs, logs, LAMS, size_name, size, clocks,
-                    {"experiment": "Tan, Gai & Zhang Fig. 1 (papers.md 5.5, A14): addition mod p with AdamW"})
+    ds = to_dataset(
+        epochs,
+        logs,
+        LAMS,
+        size_name,
+        size,
+        clocks,
+        {"experiment": "Tan, Gai & Zhang Fig. 1 (papers.md 5.5, A14): addition mod p with AdamW"},
+    )
     png = out / "tan_fig1_two_clocks.png"
     plot(epochs, logs, LAMS, clocks, size_name, size, png)
     nc = out / "tan_fig1_two_clocks.nc"
@@ -357,7 +379,8 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, "tan_fig1_two_clocks",
+        __doc__,
+        "tan_fig1_two_clocks",
         smoke="p = 11, 600 epochs (seconds)",
         full="the paper's size: p = 113, 15 000 epochs (GPU)",
     )

@@ -163,12 +163,17 @@ def plot(epochs, logs, lams, est, final, size_name: str, size: dict, path: pathl
     keys = {}
     p = embed.shape[0]
     freqs = np.arange(1, (p - 1) // 2 + 1)
-    for (rows, name), offset in zip(((embed, "embedding E"), (first, "E W1ᵀ"), (head, "head W2")), (-0.27, 0.0, 0.27),
-                                    strict=True):
+    for (rows, name), offset in zip(
+        ((embed, "embedding E"), (first, "E W1ᵀ"), (head, "head W2")), (-0.27, 0.0, 0.27), strict=True
+    ):
         kf = key_frequencies(rows)
         keys[name] = kf
-        ax_spec.bar(freqs + offset, kf.shares, width=0.27, label=f"{name}: key k = {', '.join(map(str, kf.key[:6]))}"
-                    + ("…" if kf.key.size > 6 else ""))
+        ax_spec.bar(
+            freqs + offset,
+            kf.shares,
+            width=0.27,
+            label=f"{name}: key k = {', '.join(map(str, kf.key[:6]))}" + ("…" if kf.key.size > 6 else ""),
+        )
     ax_spec.axhline(1 / freqs.size, color="0.5", lw=0.8, ls=":", label="uniform share")
     ax_spec.set_xlabel("frequency k")
     ax_spec.set_ylabel("share of the Fourier energy ‖F_k‖²")
@@ -188,9 +193,11 @@ def plot(epochs, logs, lams, est, final, size_name: str, size: dict, path: pathl
         ax.set_yticks(ticks, [str(tokens[m]) for m in ticks])
         ax.set_ylabel(f"{what} j, in the order 0, g, 2g, … (g = {pow(k, -1, p)} = {k}⁻¹ mod {p})")
         ax.set_xlabel(f"the {image.shape[1]} hidden units most concentrated at k = {k}, sorted by phase")
-        ax.set_title(f"({'e' if ax is ax_emb else 'f'}) {name}, rows relabelled by the generator of k = {k}\n"
-                     f"(units' energy share at ±k: {share:.2f}; same pick from noise: {baseline:.2f})",
-                     fontsize=9)
+        ax.set_title(
+            f"({'e' if ax is ax_emb else 'f'}) {name}, rows relabelled by the generator of k = {k}\n"
+            f"(units' energy share at ±k: {share:.2f}; same pick from noise: {baseline:.2f})",
+            fontsize=9,
+        )
 
     fig.suptitle(
         f"Addition mod {size['p']} with AdamW: test loss and stable rank (Tan et al. Fig. 3), "
@@ -201,7 +208,8 @@ def plot(epochs, logs, lams, est, final, size_name: str, size: dict, path: pathl
         f"{size['train_fraction']:g}, {size['epochs']} epochs, seed {fig1.SEED}); "
         f"AdamW lr {fig1.LR:g}, betas {fig1.BETAS}; "
         f"stable-rank matrix, ε = {EPS_CLS:g}, η = {ETA_REP:g}, window {WINDOW} logs: our choices",
-        fontsize=8, color="0.3",
+        fontsize=8,
+        color="0.3",
     )
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -241,11 +249,24 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
     for name, kf in keys.items():
         extra = f", share of the top-24 units at ±k = {shares[name]:.2f}" if name in shares else ""
         echo(f"  λ = {SHOW_LAM:g}, {name}: key frequencies {list(map(int, kf.key))}, Gini {kf.gini:.2f}{extra}")
-    ds = fig1.to_dataset(epochs, logs, lams, size_name, size, clocks, {
-        "experiment": "Tan, Gai & Zhang Figs. 3 and 2 (papers.md 5.5, A14): test loss, stable rank, Fourier structure",
-        "chosen_matrix": "centred logit table of all p^2 pairs (p^2 x p), rows minus their mean",
-        "eps_cls": EPS_CLS, "eta_rep": ETA_REP, "window_logs": WINDOW, "show_lam": SHOW_LAM,
-    })
+    ds = fig1.to_dataset(
+        epochs,
+        logs,
+        lams,
+        size_name,
+        size,
+        clocks,
+        {
+            "experiment": (
+                "Tan, Gai & Zhang Figs. 3 and 2 (papers.md 5.5, A14): test loss, stable rank, Fourier structure"
+            ),
+            "chosen_matrix": "centred logit table of all p^2 pairs (p^2 x p), rows minus their mean",
+            "eps_cls": EPS_CLS,
+            "eta_rep": ETA_REP,
+            "window_logs": WINDOW,
+            "show_lam": SHOW_LAM,
+        },
+    )
     for k in ("t_cls_hat", "t_rep_hat", "srank_ref", "ratio"):
         ds[k] = ("lam", est[k])
     i_show = int(np.argmin(np.abs(np.asarray(lams) - SHOW_LAM)))
@@ -262,7 +283,8 @@ def run(out: pathlib.Path, *, size_name: str = "quick", echo=print) -> dict:
 
 def main(argv=None) -> int:
     parser = _figure.parser(
-        __doc__, "tan_fig3_stable_rank",
+        __doc__,
+        "tan_fig3_stable_rank",
         smoke="p = 11, few epochs (seconds)",
         full="the paper's size: p = 113, 15 000 epochs (GPU)",
     )

@@ -6,6 +6,5 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import jax
 
-
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")

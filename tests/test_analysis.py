@@ -18,7 +18,6 @@ import pytest
 import gflow
 from gflow import analysis, models, tasks
 
-
 RNG = np.random.default_rng
 
 

@@ -97,8 +97,9 @@ def test_list_names_every_experiment():
 
 def test_run_then_plot_and_rerun_from_config(tmp_path):
     out = tmp_path / "run"
-    proc = _gflow("run", "musat_addition", "--set", "run.lam=0.05", "--set", "run.saves=60", "--quiet",
-                  "--out", str(out))
+    proc = _gflow(
+        "run", "musat_addition", "--set", "run.lam=0.05", "--set", "run.saves=60", "--quiet", "--out", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("config.toml", "trajectory.nc", "final.eqx", "trajectory.png", "summary.md", "metadata.json"):
         assert (out / name).stat().st_size > 0, name
@@ -182,8 +183,15 @@ def test_toml_config_with_overrides(tmp_path):
 
 
 def test_plot_sweep_axes():
-    ds = gflow.sweep(gflow.experiments.musat_addition, lam=[0.05, 0.2], seed=[0, 1], t1=4.0, solver="tsit5",
-                     saveat=30, progress=False)
+    ds = gflow.sweep(
+        gflow.experiments.musat_addition,
+        lam=[0.05, 0.2],
+        seed=[0, 1],
+        t1=4.0,
+        solver="tsit5",
+        saveat=30,
+        progress=False,
+    )
     fig = gflow.plot.plot_sweep(ds)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"

@@ -20,7 +20,6 @@ import pytest
 
 import gflow
 
-
 N, D = 6, 3
 
 
@@ -482,9 +481,7 @@ def test_simulate_divergence_custom_bound():
 def test_simulate_vector_field_nan_in_finite_time():
     # F = sum sqrt(w): w' = -1/(2 sqrt w) reaches w = 0 at t = 4/3 and is NaN after. No exception, a
     # failure code, a finite last state, and no NaN recorded before the stop.
-    problem = gflow.Problem(
-        Lin(jnp.ones(D)), {"x": _x(), "y": jnp.zeros(N)}, loss=lambda m, d: jnp.sum(jnp.sqrt(m.w))
-    )
+    problem = gflow.Problem(Lin(jnp.ones(D)), {"x": _x(), "y": jnp.zeros(N)}, loss=lambda m, d: jnp.sum(jnp.sqrt(m.w)))
     traj = gflow.simulate(problem, 0.0, 10.0, solver="tsit5", max_steps=2000)
     assert traj.result != gflow.RESULTS.successful
     assert not bool(traj.ok)

@@ -19,7 +19,6 @@ import pytest
 import gflow
 from gflow import analysis, models, tasks
 
-
 KEY = jax.random.PRNGKey(7)
 
 

@@ -18,7 +18,6 @@ import scipy.linalg
 
 import gflow
 
-
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
 # Every solver gflow offers is checked below; these five at least must be offered.
 SOLVERS = tuple(gflow.SOLVER_NAMES)
@@ -234,9 +233,7 @@ def test_diagonal_network_matches_radau(parameterisation, solver):
     np.testing.assert_allclose(np.asarray(traj.metrics["norm"]), np.linalg.norm(zs, axis=1), rtol=1e-6)
     beta_star = np.asarray(diag_problem(parameterisation).test["beta_star"], float)
     beta_final = ref.beta(final[: ref.d], final[ref.d :])
-    assert float(traj.metrics["test_beta_error"][-1]) == pytest.approx(
-        np.linalg.norm(beta_final - beta_star), rel=1e-6
-    )
+    assert float(traj.metrics["test_beta_error"][-1]) == pytest.approx(np.linalg.norm(beta_final - beta_star), rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

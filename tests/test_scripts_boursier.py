@@ -14,7 +14,6 @@ import sys
 
 import matplotlib
 
-
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,7 +21,6 @@ import pytest
 import xarray as xr
 
 from gflow.plot import plot_singular_values
-
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = {

@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import xarray as xr
 
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIG1A = "lyu_fig1a_sparse_classification"
 FIG1B = "lyu_fig1b_misgrokking"
@@ -31,7 +30,9 @@ def _script(name):
 def _smoke(name, out):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / f"{name}.py"), "--smoke", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     png = out / f"{name}.png"

@@ -18,7 +18,6 @@ import xarray as xr
 import gflow
 import gflow.analysis
 
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 
@@ -36,7 +35,9 @@ def _smoke(name, tmp_path):
     out = tmp_path / name
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / f"{name}.py"), "--smoke", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     png = out / f"{name}.png"
@@ -122,7 +123,13 @@ def a12():
 
     taus = np.unique(np.concatenate([np.asarray(gflow.log_times(10.0, 40, 1e-4)), np.linspace(0.0, 10.0, 201)]))
     ds = gflow.sweep(
-        make_problem, lam=list(A12_LAMS), seed=[f3.SEED], t1=10.0, time="slow", solver="tsit5", saveat=taus,
+        make_problem,
+        lam=list(A12_LAMS),
+        seed=[f3.SEED],
+        t1=10.0,
+        time="slow",
+        solver="tsit5",
+        saveat=taus,
         progress=False,
     )
     assert bool(ds["ok"].all())

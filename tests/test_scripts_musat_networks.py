@@ -13,7 +13,6 @@ import xarray as xr
 
 from gflow import analysis, tasks
 
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -23,7 +22,9 @@ import musat_fig5_alignment as fig5  # noqa: E402
 def _run_script(name, out):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / name), "--smoke", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     return proc

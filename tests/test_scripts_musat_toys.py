@@ -20,7 +20,6 @@ import xarray as xr
 
 from gflow.analysis import fit_inverse_lambda
 
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 LAMS = (0.01, 0.1, 0.2)
@@ -37,7 +36,9 @@ def _smoke(tmp_path, name: str):
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / f"{name}.py"), "--smoke", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     png = out / f"{name}.png"

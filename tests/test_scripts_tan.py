@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import xarray as xr
 
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 LAMS = (0.6, 0.7, 0.8, 0.9, 1.0)
@@ -24,7 +23,9 @@ LAMS = (0.6, 0.7, 0.8, 0.9, 1.0)
 def _run_smoke(name: str, out: pathlib.Path) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / f"{name}.py"), "--smoke", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     png = out / f"{name}.png"

@@ -38,7 +38,6 @@ from gflow._slow import (
     slow_flow,
 )
 
-
 # Pinned solver: the "auto" rule is exercised where slow_flow computes Φ(θ0) itself.
 LIMIT_TOLS = {"rtol": 1e-12, "atol": 1e-14, "solver": "kvaerno5"}
 MANIFOLD_TOL = 1e-8
@@ -87,8 +86,13 @@ def linear_limit():
 @functools.cache
 def linear_slow(linear_solver, manifold="zero_loss"):
     return slow_flow(
-        linear_problem(), LINEAR_TAUS[-1], start=linear_limit(), manifold=manifold, saveat=LINEAR_TAUS,
-        save_params=True, linear_solver=linear_solver,
+        linear_problem(),
+        LINEAR_TAUS[-1],
+        start=linear_limit(),
+        manifold=manifold,
+        saveat=LINEAR_TAUS,
+        save_params=True,
+        linear_solver=linear_solver,
     )
 
 
@@ -244,8 +248,14 @@ def a2_slow():
 @functools.cache
 def a2_full(lam):
     return gflow.simulate(
-        a2_problem(), lam, A2_TAUS[-1] / lam, solver="kvaerno5", saveat=A2_TAUS / lam, save_params=True,
-        rtol=1e-11, atol=1e-13,
+        a2_problem(),
+        lam,
+        A2_TAUS[-1] / lam,
+        solver="kvaerno5",
+        saveat=A2_TAUS / lam,
+        save_params=True,
+        rtol=1e-11,
+        atol=1e-13,
     )
 
 
@@ -279,8 +289,12 @@ def test_a2_full_flow_converges_to_slow_flow_at_rate_lambda():
     # Not uniform at τ = 0: θ^λ(0) = θ0 while θ°(0) = Φ(θ0), for every λ (Prop. 2).
     at0 = ds["distance"].sel(tau=0.0).values
     expected0 = np.linalg.norm(
-        np.concatenate([np.asarray(a2_problem().model.u) - np.asarray(a2_limit().model.u),
-                        np.asarray(a2_problem().model.v) - np.asarray(a2_limit().model.v)])
+        np.concatenate(
+            [
+                np.asarray(a2_problem().model.u) - np.asarray(a2_limit().model.u),
+                np.asarray(a2_problem().model.v) - np.asarray(a2_limit().model.v),
+            ]
+        )
     )
     np.testing.assert_allclose(at0, expected0, rtol=1e-12)
     assert expected0 > 0.5
@@ -297,8 +311,14 @@ def test_compare_single_run_and_interpolation():
     # A full flow saved on another (fine, log-spaced) grid is interpolated in log τ, and says so;
     # the interpolation error is O((Δ log τ)²), small against the O(λ) distance at λ = 0.1.
     fine = gflow.simulate(
-        a2_problem(), 0.1, A2_TAUS[-1] / 0.1, solver="tsit5", saveat=np.geomspace(1e-3, 2.0, 200) / 0.1,
-        save_params=True, rtol=1e-11, atol=1e-13,
+        a2_problem(),
+        0.1,
+        A2_TAUS[-1] / 0.1,
+        solver="tsit5",
+        saveat=np.geomspace(1e-3, 2.0, 200) / 0.1,
+        save_params=True,
+        rtol=1e-11,
+        atol=1e-13,
     )
     di = compare(fine, slow)
     exact = compare(a2_full(0.1), slow)
@@ -406,8 +426,10 @@ def test_per_example_jacobian_projection_for_mse():
     per_example, res = project_tangent(mse, mse.model, vec, linear_solver="dense")
     generic, res_generic = project_tangent(custom, custom.model, vec, linear_solver="dense")
     cg, _ = project_tangent(mse, mse.model, vec, linear_solver="matrix_free")
-    got = {name: np.asarray(jax.flatten_util.ravel_pytree(t)[0]) for name, t in
-           (("per_example", per_example), ("generic", generic), ("cg", cg))}
+    got = {
+        name: np.asarray(jax.flatten_util.ravel_pytree(t)[0])
+        for name, t in (("per_example", per_example), ("generic", generic), ("cg", cg))
+    }
     jac = np.asarray(jax.jacfwd(lambda f: mse.residuals_fn(eqx.combine(unravel(f), mse.split()[1]), mse.train))(flat0))
     v = np.asarray(jax.flatten_util.ravel_pytree(vec)[0])
     reference = v - np.linalg.pinv(jac) @ (jac @ v)
@@ -420,8 +442,18 @@ def test_per_example_jacobian_projection_for_mse():
     steps = []
     for problem in (mse, custom):
         params, static = problem.split()
-        geometry = build_manifold(problem, static, unravel, manifold="zero_loss", path="dense",
-                                  rcond=jnp.asarray(1e-12), kernel_rtol=None, krylov_dim=1, cg_rtol=None, cg_max_steps=1)
+        geometry = build_manifold(
+            problem,
+            static,
+            unravel,
+            manifold="zero_loss",
+            path="dense",
+            rcond=jnp.asarray(1e-12),
+            kernel_rtol=None,
+            krylov_dim=1,
+            cg_rtol=None,
+            cg_max_steps=1,
+        )
         assert (geometry.jacobian is not None) == (problem is mse)
         steps.append(np.asarray(geometry.correction(flat0, jnp.zeros_like(flat0), jnp.asarray(1.0))[1]))
     r = np.asarray(mse.residuals_fn(mse.model, mse.train))
@@ -432,8 +464,13 @@ def test_per_example_jacobian_projection_for_mse():
 
 def test_tangent_projection_benchmark_smoke(tmp_path):
     out = tmp_path / "tangent_projection.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tangent_projection.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tangent_projection.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = json.loads(out.read_text())["rows"]
     assert row["residuals"] == 13 * 5 and row["params"] == 2 * 5 * 512
@@ -446,7 +483,12 @@ def test_matrix_free_slow_flow_matches_dense_on_a2():
         a2_problem(), A2_TAUS[-1], start=a2_limit(), saveat=A2_TAUS, save_params=True, linear_solver="matrix_free"
     )
     crit = slow_flow(
-        a2_problem(), A2_TAUS[-1], start=a2_limit(), saveat=A2_TAUS, save_params=True, manifold="critical",
+        a2_problem(),
+        A2_TAUS[-1],
+        start=a2_limit(),
+        saveat=A2_TAUS,
+        save_params=True,
+        manifold="critical",
     )
     for traj in (cg, crit):
         assert bool(traj.ok), traj.message
@@ -680,7 +722,9 @@ def test_convergence_script_smoke(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "slow_flow_convergence.py"), "--smoke", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     png = out / "slow_flow_convergence.png"

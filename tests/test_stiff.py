@@ -35,7 +35,6 @@ from gflow import _rosenbrock as ros
 from gflow._flow import vector_field
 from gflow._simulate import AUTO_STIFFNESS, _controller, choose_w_matrix, make_solver
 
-
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
 ROS_SOLVERS = ("ros34pw2", "ros34pw2_krylov")
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +54,14 @@ def test_solver_names_registered():
     problem = gflow.tasks.musat_addition(0)
     traj = gflow.simulate(problem, 0.1, 5.0, solver="ros34pw2", saveat=5)
     assert isinstance(traj, gflow.Trajectory) and traj.solver == "ros34pw2" and bool(traj.ok)
-    for key in ("num_vf_evals", "num_jvps", "num_vjps", "num_hvps", "num_krylov_iterations", "num_gradient_equivalents"):
+    for key in (
+        "num_vf_evals",
+        "num_jvps",
+        "num_vjps",
+        "num_hvps",
+        "num_krylov_iterations",
+        "num_gradient_equivalents",
+    ):
         assert key in traj.stats
 
 
@@ -166,9 +172,15 @@ def test_order_three_on_nonlinear_problem_with_frozen_w():
     ref = scipy.integrate.solve_ivp(lambda t, y: f_np(y), (0, t1), y0, method="DOP853", rtol=1e-13, atol=1e-15).y[:, -1]
     ns = np.array([8, 16, 32, 64])
     rng = np.random.default_rng(1)
-    for name, w in {"exact": ros.ExactJacobian(dense=True), "frozen random": FixedW(jnp.asarray(rng.normal(size=(3, 3))))}.items():
+    for name, w in {
+        "exact": ros.ExactJacobian(dense=True),
+        "frozen random": FixedW(jnp.asarray(rng.normal(size=(3, 3)))),
+    }.items():
         errs = np.array(
-            [np.abs(np.asarray(_fixed_step_run(term, jnp.asarray(y0), t1, n, w, jnp.array([t1])))[0] - ref).max() for n in ns]
+            [
+                np.abs(np.asarray(_fixed_step_run(term, jnp.asarray(y0), t1, n, w, jnp.array([t1])))[0] - ref).max()
+                for n in ns
+            ]
         )
         assert abs(_slope(ns, errs) - 3.0) <= 0.3, (name, errs)
 
@@ -182,7 +194,13 @@ def test_order_three_on_nonlinear_problem_with_frozen_w():
 def diag_problem(masked: bool):
     p = gflow.tasks.diagonal_regression(1, n=6, d=10, k=2, parameterisation="squares", alpha=1.5, n_test=20)
     if masked:  # weight decay on u only
-        p = gflow.Problem(p.model, p.train, loss="mse", test=p.test, decay_mask=lambda m: gflow.models.DiagonalNet(True, False, "squares"))
+        p = gflow.Problem(
+            p.model,
+            p.train,
+            loss="mse",
+            test=p.test,
+            decay_mask=lambda m: gflow.models.DiagonalNet(True, False, "squares"),
+        )
     return p
 
 
@@ -298,7 +316,11 @@ def logistic_problem():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(15, 6))
     y = np.sign(x @ rng.normal(size=6) + 0.3 * rng.normal(size=15))
-    return gflow.Problem(gflow.models.Linear(jnp.asarray(rng.normal(size=6))), {"x": jnp.asarray(x), "y": jnp.asarray(y)}, loss="logistic")
+    return gflow.Problem(
+        gflow.models.Linear(jnp.asarray(rng.normal(size=6))),
+        {"x": jnp.asarray(x), "y": jnp.asarray(y)},
+        loss="logistic",
+    )
 
 
 def logistic_field_np(problem, lam):
@@ -352,7 +374,11 @@ def _solve_once(w_matrix, problem, lam, slow, sigma, b):
 def test_woodbury_and_cg_solve_the_same_system(which):
     lam = 0.03
     slow = which == "mse_masked_slow"
-    problem = {"mse_masked_slow": lambda: diag_problem(True), "cross_entropy": ce_problem, "logistic": logistic_problem}[which]()
+    problem = {
+        "mse_masked_slow": lambda: diag_problem(True),
+        "cross_entropy": ce_problem,
+        "logistic": logistic_problem,
+    }[which]()
     params, static = problem.split()
     flat0, unravel = jax.flatten_util.ravel_pytree(params)
     d = flat0.size
@@ -407,7 +433,9 @@ def test_step_never_forms_a_d_by_d_matrix(path):
     if path == "cross_entropy_krylov":
         rng = np.random.default_rng(5)
         model = TanhMLP(jnp.asarray(rng.normal(size=(40, 10))), jnp.asarray(rng.normal(size=(3, 40))))
-        problem = gflow.Problem(model, {"x": jnp.asarray(rng.normal(size=(8, 10))), "y": jnp.arange(8) % 3}, loss="cross_entropy")
+        problem = gflow.Problem(
+            model, {"x": jnp.asarray(rng.normal(size=(8, 10))), "y": jnp.arange(8) % 3}, loss="cross_entropy"
+        )
     else:
         problem = gflow.tasks.diagonal_regression(0, n=10, d=300, k=3, parameterisation="squares", n_test=5)
     params, static = problem.split()
@@ -575,12 +603,30 @@ def test_sweep_with_rosenbrock_equals_loop():
     def make(key, alpha):
         return gflow.tasks.diagonal_regression(key, n=5, d=8, k=2, alpha=alpha, parameterisation="squares", n_test=10)
 
-    ds = gflow.sweep(make, lam=[0.05, 0.2], seed=[0], alpha=[1.0, 2.0], t1=3.0, solver="ros34pw2", saveat=8,
-                     progress=False, rtol=1e-9, atol=1e-11)
+    ds = gflow.sweep(
+        make,
+        lam=[0.05, 0.2],
+        seed=[0],
+        alpha=[1.0, 2.0],
+        t1=3.0,
+        solver="ros34pw2",
+        saveat=8,
+        progress=False,
+        rtol=1e-9,
+        atol=1e-11,
+    )
     for lam in (0.05, 0.2):
         for alpha in (1.0, 2.0):
-            traj = gflow.simulate(make(jax.random.PRNGKey(0), alpha), lam, 3.0, solver="ros34pw2", time="slow",
-                                  saveat=ds["time"].values, rtol=1e-9, atol=1e-11)
+            traj = gflow.simulate(
+                make(jax.random.PRNGKey(0), alpha),
+                lam,
+                3.0,
+                solver="ros34pw2",
+                time="slow",
+                saveat=ds["time"].values,
+                rtol=1e-9,
+                atol=1e-11,
+            )
             member = ds.sel(lam=lam, seed=0, alpha=alpha)
             np.testing.assert_allclose(member["test_loss"].values, np.asarray(traj.metrics["test_loss"]), rtol=1e-8)
             assert int(member["stats_num_vjps"]) == int(traj.stats["num_vjps"])
@@ -606,7 +652,10 @@ def test_benchmark_quick_smoke(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "suite.py"), "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     files = list(out.glob("*.json"))

@@ -5,7 +5,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import jax
@@ -17,7 +16,6 @@ import xarray as xr
 import gflow
 from gflow.experiments import diagonal_squares, musat_addition
 
-
 METRICS = ("train_loss", "test_loss", "norm", "objective", "grad_norm")
 
 
@@ -28,8 +26,9 @@ def _member_problem(key, alpha):
 @pytest.fixture(scope="module")
 def small_sweep():
     lam, seed, alpha = [0.05, 0.2], [0, 3], [0.5, 1.5]
-    ds = gflow.sweep(_member_problem, lam=lam, seed=seed, alpha=alpha, t1=4.0, solver="tsit5", saveat=25,
-                     progress=False)
+    ds = gflow.sweep(
+        _member_problem, lam=lam, seed=seed, alpha=alpha, t1=4.0, solver="tsit5", saveat=25, progress=False
+    )
     return ds, lam, seed, alpha
 
 
@@ -39,12 +38,23 @@ def test_sweep_equals_loop_of_simulate(small_sweep):
     for l in lam:
         for s in seed:
             for a in alpha:
-                traj = gflow.simulate(_member_problem(jax.random.PRNGKey(s), a), l, 4.0, solver="tsit5",
-                                      saveat=ds["time"].values, time="slow")
+                traj = gflow.simulate(
+                    _member_problem(jax.random.PRNGKey(s), a),
+                    l,
+                    4.0,
+                    solver="tsit5",
+                    saveat=ds["time"].values,
+                    time="slow",
+                )
                 member = ds.sel(lam=l, seed=s, alpha=a)
                 for name in (*METRICS, "test_beta_error"):
-                    np.testing.assert_allclose(member[name].values, np.asarray(traj.metrics[name]), rtol=1e-9,
-                                               atol=1e-12, err_msg=f"{name} at lam={l}, seed={s}, alpha={a}")
+                    np.testing.assert_allclose(
+                        member[name].values,
+                        np.asarray(traj.metrics[name]),
+                        rtol=1e-9,
+                        atol=1e-12,
+                        err_msg=f"{name} at lam={l}, seed={s}, alpha={a}",
+                    )
                 assert int(member["stats_num_steps"]) == int(traj.stats["num_steps"])
                 assert bool(member["ok"])
                 np.testing.assert_allclose(member["time"].values, np.asarray(traj.ts), rtol=1e-12)
@@ -68,8 +78,9 @@ def test_sweep_without_alpha_and_fast_time_per_member_t1():
     def t1(lam):
         return 2.0 / lam
 
-    ds = gflow.sweep(musat_addition, lam=[0.1, 0.4], seed=[0], t1=t1, time="fast", solver="tsit5", saveat=12,
-                     progress=False)
+    ds = gflow.sweep(
+        musat_addition, lam=[0.1, 0.4], seed=[0], t1=t1, time="fast", solver="tsit5", saveat=12, progress=False
+    )
     assert "alpha" not in ds.dims
     assert ds["t"].dims == ("lam", "time")
     np.testing.assert_allclose(ds["t"].isel(time=-1).values, [20.0, 5.0])
@@ -77,20 +88,31 @@ def test_sweep_without_alpha_and_fast_time_per_member_t1():
     # Musat's antisymmetric weight decays exactly as e^{-λt}: test_min_norm_distance = √2 e^{-λt}
     # once the fast phase is over (t ≫ 1/4), up to the λ-dependent fixed-point offset.
     traj = gflow.simulate(musat_addition(jax.random.PRNGKey(0)), 0.4, 5.0, solver="tsit5", saveat=12)
-    np.testing.assert_allclose(ds["test_min_norm_distance"].sel(lam=0.4, seed=0).values,
-                               np.asarray(traj.metrics["test_min_norm_distance"]), rtol=1e-9)
+    np.testing.assert_allclose(
+        ds["test_min_norm_distance"].sel(lam=0.4, seed=0).values,
+        np.asarray(traj.metrics["test_min_norm_distance"]),
+        rtol=1e-9,
+    )
 
 
 def _signed_quadratic(key, alpha):
     """F = (α/2)‖w‖²: α < 0 makes the flow diverge (F unbounded below), α > 0 converges."""
     w0 = 1.0 + jax.random.uniform(key, (3,), dtype=jnp.zeros(()).dtype)
-    return gflow.Problem(gflow.models.Linear(w0), {"y": jnp.zeros(1)},
-                         loss=lambda m, d: 0.5 * alpha * jnp.sum(m.w**2))
+    return gflow.Problem(gflow.models.Linear(w0), {"y": jnp.zeros(1)}, loss=lambda m, d: 0.5 * alpha * jnp.sum(m.w**2))
 
 
 def test_one_diverging_member_leaves_the_others_intact():
-    ds = gflow.sweep(_signed_quadratic, lam=[0.1], seed=[0, 1], alpha=[-1.0, 1.0], t1=100.0, time="fast",
-                     solver="tsit5", saveat=30, progress=False)
+    ds = gflow.sweep(
+        _signed_quadratic,
+        lam=[0.1],
+        seed=[0, 1],
+        alpha=[-1.0, 1.0],
+        t1=100.0,
+        time="fast",
+        solver="tsit5",
+        saveat=30,
+        progress=False,
+    )
     bad = ds.sel(alpha=-1.0).isel(lam=0)
     assert np.all(bad["result"].values == int(gflow.RESULTS.diverged._value))
     assert not bad["ok"].any()
@@ -99,8 +121,9 @@ def test_one_diverging_member_leaves_the_others_intact():
     assert good["ok"].all()
     for s in (0, 1):
         traj = gflow.simulate(_signed_quadratic(jax.random.PRNGKey(s), 1.0), 0.1, 100.0, solver="tsit5", saveat=30)
-        np.testing.assert_allclose(good["norm"].sel(seed=s).values, np.asarray(traj.metrics["norm"]), rtol=1e-9,
-                                   atol=1e-14)
+        np.testing.assert_allclose(
+            good["norm"].sel(seed=s).values, np.asarray(traj.metrics["norm"]), rtol=1e-9, atol=1e-14
+        )
         # The diverging member is cut at t_final: finite before, NaN after.
         member = bad.sel(seed=s)
         before = member["t"].values <= member["t_final"].values
@@ -129,8 +152,9 @@ def test_no_recompilation_when_values_change():
 
 def test_store_roundtrip_and_mismatch(tmp_path):
     store = tmp_path / "store"
-    kwargs = dict(lam=[0.05, 0.2], seed=[0, 1], alpha=[1.0], t1=2.0, solver="tsit5", saveat=10, progress=False,
-                  chunk_size=3)
+    kwargs = dict(
+        lam=[0.05, 0.2], seed=[0, 1], alpha=[1.0], t1=2.0, solver="tsit5", saveat=10, progress=False, chunk_size=3
+    )
     first = gflow.sweep(_member_problem, store=store, **kwargs)
     assert first.attrs["chunks_computed"] == 2 and first.attrs["chunks_loaded"] == 0
     again = gflow.sweep(_member_problem, store=store, **kwargs)
@@ -150,8 +174,9 @@ def test_store_roundtrip_and_mismatch(tmp_path):
 
 def test_partial_chunk_without_marker_is_recomputed(tmp_path):
     store = tmp_path / "store"
-    kwargs = dict(lam=[0.05, 0.2], seed=[0], alpha=[1.0], t1=2.0, solver="tsit5", saveat=10, progress=False,
-                  chunk_size=1)
+    kwargs = dict(
+        lam=[0.05, 0.2], seed=[0], alpha=[1.0], t1=2.0, solver="tsit5", saveat=10, progress=False, chunk_size=1
+    )
     reference = gflow.sweep(_member_problem, **kwargs)
     gflow.sweep(_member_problem, store=store, **kwargs)
     # Simulate a kill during the write of chunk 1: data half there, no completion marker.
@@ -180,8 +205,12 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     store = tmp_path / "store"
     script = tmp_path / "run_sweep.py"
     script.write_text(SWEEP_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(store)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     try:
         while not list(store.glob("chunk-*.done")):
@@ -194,8 +223,16 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     done_before = len(list(store.glob("chunk-*.done")))
     assert 1 <= done_before < 12, "the kill must land mid-sweep"
 
-    kwargs = dict(lam=[1e-2, 2e-2, 3e-2, 5e-2, 7e-2, 1e-1], seed=[0], alpha=[2.0, 3.0], t1=3.0, solver="tsit5",
-                  saveat=15, chunk_size=1, progress=False)
+    kwargs = dict(
+        lam=[1e-2, 2e-2, 3e-2, 5e-2, 7e-2, 1e-1],
+        seed=[0],
+        alpha=[2.0, 3.0],
+        t1=3.0,
+        solver="tsit5",
+        saveat=15,
+        chunk_size=1,
+        progress=False,
+    )
     resumed = gflow.sweep(diagonal_squares, store=store, **kwargs)
     assert resumed.attrs["chunks_loaded"] == done_before
     assert resumed.attrs["chunks_computed"] == 12 - done_before
@@ -222,12 +259,18 @@ def test_sharded_over_four_devices_equals_single_device(tmp_path):
     script.write_text(SHARDED_SCRIPT)
     out = tmp_path / "sharded.nc"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, env=env,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     sharded = xr.open_dataset(out, engine="scipy").load()
-    single = gflow.sweep(musat_addition, lam=[0.01, 0.02, 0.05, 0.1, 0.2, 0.3], seed=[0], t1=3.0, solver="tsit5",
-                         saveat=20, progress=False)
+    single = gflow.sweep(
+        musat_addition,
+        lam=[0.01, 0.02, 0.05, 0.1, 0.2, 0.3],
+        seed=[0],
+        t1=3.0,
+        solver="tsit5",
+        saveat=20,
+        progress=False,
+    )
     for name in (*METRICS, "test_min_norm_distance", "stats_num_steps", "result"):
         np.testing.assert_allclose(sharded[name].values, single[name].values, rtol=1e-10, err_msg=name)
 
@@ -251,8 +294,24 @@ def test_log_range_and_grid_errors():
 
 def test_cli_sweep_writes_store_and_figure_and_resumes(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "gflow.cli", "sweep", "musat_addition", "--lam", "1e-2:1e-1:2", "--seeds", "2",
-           "--tau1", "5", "--chunk-size", "2", "--quiet", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gflow.cli",
+        "sweep",
+        "musat_addition",
+        "--lam",
+        "1e-2:1e-1:2",
+        "--seeds",
+        "2",
+        "--tau1",
+        "5",
+        "--chunk-size",
+        "2",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     assert "2 chunk(s) computed, 0 loaded" in first.stdout
