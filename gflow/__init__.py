@@ -6,58 +6,43 @@ Time convention everywhere: F_λ = F + (λ/2)‖θ‖², dθ/dt = −∇F_λ(θ)
 
 import importlib.metadata
 
-from . import models as models
-from . import tasks as tasks
+from . import models as models, tasks as tasks
 from ._gd import gd as gd
-from ._problem import Problem as Problem
-from ._problem import ProblemError as ProblemError
+from ._problem import Problem as Problem, ProblemError as ProblemError
 from ._simulate import (
     SOLVER_NAMES as SOLVER_NAMES,
-)
-from ._simulate import (
     choose_solver as choose_solver,
-)
-from ._simulate import (
     count_params as count_params,
-)
-from ._simulate import (
+    join as join,
     log_times as log_times,
-)
-from ._simulate import (
     simulate as simulate,
 )
 from ._slow import (
     FlowLimit as FlowLimit,
-)
-from ._slow import (
     compare as compare,
-)
-from ._slow import (
     flow_limit as flow_limit,
-)
-from ._slow import (
     plot_slow_flow as plot_slow_flow,
-)
-from ._slow import (
     project_tangent as project_tangent,
-)
-from ._slow import (
     slow_flow as slow_flow,
 )
-from ._solution import RESULTS as RESULTS
-from ._solution import Trajectory as Trajectory
+from ._solution import RESULTS as RESULTS, Trajectory as Trajectory
 from ._sweep import (
     SweepStoreError as SweepStoreError,
-)
-from ._sweep import (
     load_sweep as load_sweep,
-)
-from ._sweep import (
     log_range as log_range,
-)
-from ._sweep import (
     sweep as sweep,
 )
+
+
+def __getattr__(name):
+    # `gflow.plot` and `gflow.analysis` are reachable after `import gflow`, but imported on first
+    # use: matplotlib and SciPy's optimisers cost seconds a solve-only user need not pay.
+    if name in ("plot", "analysis"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'gflow' has no attribute {name!r}")
+
 
 try:
     __version__ = importlib.metadata.version("gflow")

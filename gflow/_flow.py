@@ -28,23 +28,46 @@ def vector_field(params, static, problem: Problem, lam, slow: bool):
     return jtu.tree_map(lambda g: (scale * g).astype(g.dtype), grad)
 
 
-def observables(params, static, problem: Problem, lam) -> dict[str, jax.Array]:
-    """Every scalar a `Trajectory` records at a save time (see `Trajectory.metrics`)."""
+BUILTIN_METRICS = ("train_loss", "objective", "norm", "grad_norm", "test_loss")
+
+
+def metric_names(problem: Problem) -> tuple[str, ...]:
+    """The names `observables` records for `problem`, in order."""
+    builtin = BUILTIN_METRICS if problem.test is not None else BUILTIN_METRICS[:-1]
+    return builtin + tuple(name for name, _, _ in problem.metric_items)
+
+
+def observables(params, static, problem: Problem, lam, names=None) -> dict[str, jax.Array]:
+    """Every scalar a `Trajectory` records at a save time (see `Trajectory.metrics`).
+
+    `names` (a tuple of `metric_names`) computes only those: a stop condition evaluated at
+    every step then costs what its metric costs (a test forward pass, say), not a gradient.
+    """
+    want = set(metric_names(problem) if names is None else names)
     model = eqx.combine(params, static)
-    loss, grad = jax.value_and_grad(train_loss)(params, static, problem)
-    sq = _sq_norm(problem.decayed(params))
-    out = {
-        "train_loss": loss,
-        "objective": loss + 0.5 * lam * sq,
-        "norm": jnp.sqrt(sq),
-        "grad_norm": jnp.sqrt(_sq_norm(grad)),
-    }
-    if problem.test is not None:
+    out = {}
+    dtype = jnp.result_type(*jtu.tree_leaves(params))
+    if "grad_norm" in want:
+        loss, grad = jax.value_and_grad(train_loss)(params, static, problem)
+        out["grad_norm"] = jnp.sqrt(_sq_norm(grad))
+    elif want & {"train_loss", "objective"}:
+        loss = train_loss(params, static, problem)
+    if want & {"objective", "norm"}:
+        sq = _sq_norm(problem.decayed(params))
+    if "train_loss" in want:
+        out["train_loss"] = loss
+    if "objective" in want:
+        out["objective"] = loss + 0.5 * lam * sq
+    if "norm" in want:
+        out["norm"] = jnp.sqrt(sq)
+    if "test_loss" in want and problem.test is not None:
         out["test_loss"] = problem.loss(model, problem.test)
     for name, split, fn in problem.metric_items:
-        data = problem.train if split == "train" else problem.test
-        out[name] = jnp.asarray(fn(model, data), dtype=loss.dtype)
-    return out
+        if name in want:
+            data = problem.train if split == "train" else problem.test
+            out[name] = jnp.asarray(fn(model, data), dtype=dtype)
+    # Always the same order (metric_names), whatever was asked.
+    return {k: out[k] for k in metric_names(problem) if k in out}
 
 
 def tree_all_finite(tree) -> jax.Array:

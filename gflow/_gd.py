@@ -10,11 +10,13 @@ import optax
 
 from ._flow import observables, train_loss, tree_all_finite, tree_norm
 from ._problem import Problem, ProblemError, _is_concrete
-from ._simulate import _param_dtype, _scalar, check_lam, default_divergence_norm
+from ._simulate import _host_callback, _param_dtype, _scalar, check_lam, default_divergence_norm
 from ._solution import RESULTS, Trajectory
 
 
-def gd(problem: Problem, lam, lr, steps: int, *, save_every: int | None = None, divergence_norm=None) -> Trajectory:
+def gd(
+    problem: Problem, lam, lr, steps: int, *, save_every: int | None = None, divergence_norm=None, callback=None
+) -> Trajectory:
     r"""Full-batch gradient descent on F_λ, as the papers ran it.
 
     $$\theta_{k+1} = \theta_k - \eta\,(\nabla F(\theta_k) + \lambda\, m\odot\theta_k)$$
@@ -30,6 +32,7 @@ def gd(problem: Problem, lam, lr, steps: int, *, save_every: int | None = None, 
     - `steps`: number of GD steps (static).
     - `save_every`: record the observables every this many steps (default: `steps // 200`,
       at least 1); `steps` must be a multiple of it.
+    - `callback`: `callback(t, metrics)` on the host at every save, as for `simulate`.
 
     **Returns:** a `Trajectory` over t = η·k, with `stats["num_vf_evals"]` = gradient
     evaluations. If an iterate becomes non-finite or its norm exceeds `divergence_norm`
@@ -55,11 +58,13 @@ def gd(problem: Problem, lam, lr, steps: int, *, save_every: int | None = None, 
     if divergence_norm is None:
         divergence_norm = default_divergence_norm(problem)
     divergence_norm = jnp.asarray(divergence_norm, dtype)
-    return _gd(problem, lam, lr, divergence_norm, steps=steps, save_every=save_every)
+    if callback is not None and not callable(callback):
+        raise ProblemError(f"callback must be a function (t, metrics) -> None, got {type(callback).__name__}")
+    return _gd(problem, lam, lr, divergence_norm, steps=steps, save_every=save_every, callback=callback)
 
 
 @eqx.filter_jit
-def _gd(problem, lam, lr, divergence_norm, *, steps, save_every):
+def _gd(problem, lam, lr, divergence_norm, *, steps, save_every, callback=None):
     params, static = problem.split()
     mask = jtu.tree_unflatten(jtu.tree_structure(params), list(problem.decay_leaves))
     optimiser = optax.chain(optax.add_decayed_weights(lam, mask=mask), optax.sgd(lr))
@@ -77,14 +82,18 @@ def _gd(problem, lam, lr, divergence_norm, *, steps, save_every):
 
     def chunk(carry, _):
         carry = jax.lax.fori_loop(0, save_every, step, carry)
-        p, _, alive, _ = carry
+        p, _, alive, n_done = carry
         obs = observables(p, static, problem, lam)
         obs = {k: jnp.where(alive, v, jnp.nan) for k, v in obs.items()}
+        if callback is not None:
+            jax.debug.callback(_host_callback(callback), lr * n_done.astype(lr.dtype), obs)
         return carry, obs
 
     n_saves = steps // save_every
     init = (params, optimiser.init(params), jnp.asarray(True), jnp.asarray(0))
     first = observables(params, static, problem, lam)
+    if callback is not None:
+        jax.debug.callback(_host_callback(callback), jnp.zeros((), lr.dtype), first)
     (p_final, _, alive, n_done), rest = jax.lax.scan(chunk, init, None, length=n_saves)
     metrics = {k: jnp.concatenate([first[k][None], rest[k]]) for k in first}
     ts = lr * jnp.arange(n_saves + 1, dtype=lr.dtype) * save_every

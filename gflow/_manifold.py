@@ -80,7 +80,7 @@ def choose_linear_solver(problem: Problem, manifold: str, linear_solver: str) ->
         return linear_solver
     d = sum(int(x.size) for x in jax.tree.leaves(problem.params))
     if manifold == "zero_loss":
-        n = jax.eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
+        n = eqx.filter_eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
         return "dense" if n <= AUTO_MAX_DENSE_RESIDUALS and n * d <= AUTO_MAX_DENSE_JACOBIAN else "matrix_free"
     return "dense" if d <= AUTO_MAX_DENSE_HESSIAN else "matrix_free"
 
@@ -275,7 +275,7 @@ def build_manifold(
                 per_example = jax.vmap(jax.jacrev(outputs), in_axes=(None, 0))(flat, problem.train["x"])
                 return jnp.reshape(per_example, (-1, flat.size))
 
-        n = jax.eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
+        n = eqx.filter_eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
         return ZeroLossManifold(residuals, jacobian, n, path == "dense", rcond, cg_rtol, cg_max_steps)
 
     def loss(flat):

@@ -58,7 +58,8 @@ def logistic_loss(model, data):
 
 
 def _check_builtin_shapes(name, model, data, split):
-    out = jax.eval_shape(lambda m, d: _batched_outputs(m, d), model, data)
+    # filter_eval_shape, not jax.eval_shape: models hold non-array leaves (activations, sizes).
+    out = eqx.filter_eval_shape(_batched_outputs, model, data)
     y = data["y"]
     if name == "mse":
         if out.shape != y.shape:
@@ -91,11 +92,23 @@ def _check_builtin_shapes(name, model, data, split):
             raise ProblemError(f"{split} data: logistic labels must be -1 or +1; map 0/1 labels with y = 2*y - 1")
 
 
+def argmax_accuracy(model, data):
+    """Fraction of examples whose largest logit is the integer label (cross-entropy problems)."""
+    return jnp.mean(jnp.argmax(_batched_outputs(model, data), -1) == data["y"])
+
+
+def sign_accuracy(model, data):
+    """Fraction of examples whose output sign is the ±1 label (logistic problems)."""
+    return jnp.mean(jnp.sign(_batched_outputs(model, data)) == data["y"])
+
+
+# Module-level functions, not lambdas: metrics are static fields of a Problem, so a fresh lambda
+# per Problem would make every new Problem of the same shapes recompile the solve.
 def _default_metrics(loss_name):
     if loss_name == "cross_entropy":
-        return {"accuracy": lambda m, d: jnp.mean(jnp.argmax(_batched_outputs(m, d), -1) == d["y"])}
+        return {"accuracy": argmax_accuracy}
     if loss_name == "logistic":
-        return {"accuracy": lambda m, d: jnp.mean(jnp.sign(_batched_outputs(m, d)) == d["y"])}
+        return {"accuracy": sign_accuracy}
     return {}
 
 
@@ -123,7 +136,13 @@ class Problem(eqx.Module):
       `test_<name>`) and on the train data (as `train_<name>`) wherever the split has the keys
       it reads. Classification losses add `accuracy` by default.
     - `decay_mask`: which parameters weight decay acts on: a pytree of bools with the structure
-      of `model` (non-array leaves ignored), or a callable `model -> such pytree`. Default: all.
+      of `model` (or a prefix of it: a bool stands for every array beneath it; entries at
+      non-array leaves such as activations are ignored), a function `model -> such pytree`, or
+      None (all parameters decay). An Equinox module given as the mask is a pytree, never called.
+    - `trainable`: which floating-point arrays are parameters, in the same three forms as
+      `decay_mask` (default None: all). Frozen arrays are constants of the flow: not part of the
+      ODE state θ, never decayed, not counted in `norm` or `count_params`, and bit-identical in
+      `traj.final`.
 
     The model is called as `model(x_i)` on one example for the built-in losses.
     """
@@ -136,6 +155,7 @@ class Problem(eqx.Module):
     residuals_fn: Callable | None = eqx.field(static=True)
     metric_items: tuple = eqx.field(static=True)
     decay_leaves: tuple = eqx.field(static=True)
+    trainable_leaves: tuple = eqx.field(static=True)
 
     def __init__(
         self,
@@ -147,6 +167,7 @@ class Problem(eqx.Module):
         test=None,
         metrics: Mapping[str, Callable] | None = None,
         decay_mask=None,
+        trainable=None,
     ):
         if (loss is None) == (residuals is None):
             raise ProblemError("give exactly one of loss=(model, data) -> scalar or residuals=(model, data) -> vector")
@@ -187,7 +208,11 @@ class Problem(eqx.Module):
         self.loss_name = loss_name
         self.loss_fn = loss
         self.residuals_fn = residuals
-        self.decay_leaves = _normalise_mask(model, decay_mask)
+        self.trainable_leaves = _mask_per_array(model, trainable, "trainable")
+        if not any(self.trainable_leaves):
+            raise ProblemError("trainable= freezes every array of the model: nothing to integrate")
+        decay_all = _mask_per_array(model, decay_mask, "decay_mask")
+        self.decay_leaves = tuple(d for d, t in zip(decay_all, self.trainable_leaves, strict=True) if t)
 
         # Shape checks by abstract evaluation: no compilation, no FLOPs.
         splits = [("train", train)] + ([("test", test)] if test is not None else [])
@@ -199,7 +224,7 @@ class Problem(eqx.Module):
         for name, fn in all_metrics.items():
             for split, data in splits:
                 try:
-                    out = jax.eval_shape(fn, model, data)
+                    out = eqx.filter_eval_shape(fn, model, data)
                 except (KeyError, IndexError, TypeError) as err:
                     if isinstance(err, TypeError) and "indices" not in str(err):
                         raise
@@ -213,12 +238,29 @@ class Problem(eqx.Module):
 
     @property
     def params(self):
-        """The floating-point arrays of the model: the ODE state θ."""
-        return eqx.filter(self.model, eqx.is_inexact_array)
+        """The trainable floating-point arrays of the model: the ODE state θ."""
+        return self.split()[0]
 
     def split(self):
-        """`(params, static)` with `eqx.combine(params, static)` giving the model back."""
-        return eqx.partition(self.model, eqx.is_inexact_array)
+        """`(params, static)` with `eqx.combine(params, static)` giving the model back.
+
+        `params` holds the trainable floating-point arrays (the ODE state); `static` holds
+        everything else, frozen arrays included (they enter the flow as constants).
+        """
+        return self.partition(self.model)
+
+    def partition(self, model):
+        """Split any model of this problem's structure (e.g. a saved `traj.final`) like `split`."""
+        leaves, treedef = jtu.tree_flatten(model)
+        spec = [eqx.is_inexact_array(x) for x in leaves]
+        if sum(spec) != len(self.trainable_leaves):
+            raise ProblemError(
+                f"the model has {sum(spec)} floating-point arrays but this problem's has "
+                f"{len(self.trainable_leaves)}; pass a model of the same structure"
+            )
+        flags = iter(self.trainable_leaves)
+        spec = [is_array and next(flags) for is_array in spec]
+        return eqx.partition(model, jtu.tree_unflatten(treedef, spec))
 
     def loss(self, model, data) -> jax.Array:
         """The unregularised loss F on `data` (½·mean(r²) for residual problems)."""
@@ -236,7 +278,7 @@ class Problem(eqx.Module):
 
     def objective(self, model, lam) -> jax.Array:
         """F_λ(θ) = F(θ) + (λ/2)‖m ⊙ θ‖² on the training data."""
-        params = eqx.filter(model, eqx.is_inexact_array)
+        params = self.partition(model)[0]
         return self.loss(model, self.train) + 0.5 * lam * _sq_norm(self.decayed(params))
 
 
@@ -284,14 +326,14 @@ def _check_data(data, split):
 
 def _check_objective_shape(problem, data, split):
     if problem.residuals_fn is not None:
-        out = jax.eval_shape(problem.residuals_fn, problem.model, data)
+        out = eqx.filter_eval_shape(problem.residuals_fn, problem.model, data)
         if getattr(out, "ndim", None) != 1:
             raise ProblemError(
                 f"residuals must return a vector (1-D) on the {split} data, got shape {getattr(out, 'shape', out)}; "
                 "flatten with jnp.ravel"
             )
     else:
-        out = jax.eval_shape(problem.loss_fn, problem.model, data)
+        out = eqx.filter_eval_shape(problem.loss_fn, problem.model, data)
         if getattr(out, "shape", None) != ():
             raise ProblemError(
                 f"loss must return a scalar on the {split} data, got shape {getattr(out, 'shape', out)}; "
@@ -301,27 +343,41 @@ def _check_objective_shape(problem, data, split):
         raise ProblemError(f"the loss on the {split} data has dtype {out.dtype}; it must be floating point")
 
 
-def _normalise_mask(model, decay_mask) -> tuple:
-    params = eqx.filter(model, eqx.is_inexact_array)
-    n = len(jtu.tree_leaves(params))
-    if decay_mask is None:
+def _mask_per_array(model, mask, what: str) -> tuple[bool, ...]:
+    """One bool per floating-point array of `model` (flatten order) from a mask in any form.
+
+    `mask`: None (all True), a function `model -> pytree` (an Equinox module is a pytree, not a
+    function, even though modules are callable), or a pytree of bools shaped like `model` or
+    like a prefix of it, where a bool covers every array beneath it. Entries at positions holding
+    no floating-point array (activations, sizes, integer buffers) are ignored whatever they are.
+    """
+    n = sum(1 for x in jtu.tree_leaves(model) if eqx.is_inexact_array(x))
+    if mask is None:
         return (True,) * n
-    if callable(decay_mask):
-        decay_mask = decay_mask(model)
-    # Align the mask with the parameter leaves: take the mask's value at every inexact array.
+    if callable(mask) and not isinstance(mask, eqx.Module):
+        mask = mask(model)
+
+    def per_position(m, sub):
+        arrays = [x for x in jtu.tree_leaves(sub) if eqx.is_inexact_array(x)]
+        if not arrays:
+            return []
+        if isinstance(m, (bool, np.bool_)) or (eqx.is_array(m) and m.shape == () and m.dtype == bool):
+            return [bool(m)] * len(arrays)
+        raise ProblemError(
+            f"{what} must hold a bool for every floating-point array of the model, got {type(m).__name__}; "
+            f"build it with jax.tree.map(lambda _: True, model) and set entries to False"
+        )
+
     try:
-        pairs = jtu.tree_map(
-            lambda m, x: bool(m) if eqx.is_inexact_array(x) else None,
-            decay_mask,
-            model,
-            is_leaf=lambda x: isinstance(x, bool),
+        per = jtu.tree_map(
+            per_position, mask, model, is_leaf=lambda x: isinstance(x, (bool, np.bool_)) or eqx.is_array(x)
         )
     except (ValueError, TypeError) as err:
         raise ProblemError(
-            "decay_mask must have the structure of the model with a bool per array "
-            f"(e.g. jax.tree.map(lambda _: True, model)); {err}"
+            f"{what} must have the structure of the model (or a prefix of it) with a bool per array, "
+            f"e.g. jax.tree.map(lambda _: True, model); {str(err).splitlines()[0]}"
         ) from None
-    mask = tuple(jtu.tree_leaves(pairs))
-    if len(mask) != n:
-        raise ProblemError("decay_mask must give one bool for every floating-point array of the model")
-    return mask
+    flags = tuple(jtu.tree_leaves(per))
+    if len(flags) != n:
+        raise ProblemError(f"{what} must give one bool for every floating-point array of the model")
+    return flags

@@ -588,9 +588,9 @@ def has_gauss_newton(problem: Problem) -> bool:
 def num_outputs(problem: Problem) -> int:
     """N: the number of residuals, or of model outputs over the training set."""
     if problem.residuals_fn is not None:
-        out = jax.eval_shape(problem.residuals_fn, problem.model, problem.train)
+        out = eqx.filter_eval_shape(problem.residuals_fn, problem.model, problem.train)
     else:
-        out = jax.eval_shape(_batched_outputs, problem.model, problem.train)
+        out = eqx.filter_eval_shape(_batched_outputs, problem.model, problem.train)
     return int(np.prod(out.shape))
 
 

@@ -6,6 +6,10 @@ A run folder holds
 - `final.eqx`: the final parameters (`equinox.tree_deserialise_leaves` into the task's model);
 - `trajectory.png`: learning curves and ‖θ‖ against log t, phases marked;
 - `summary.md`: the key numbers; `metadata.json`: versions, device, date, wall time, command.
+
+The experiment is a preset name or a user's `module:function` factory (see `gflow.experiments`).
+Progress: a tqdm bar on stderr when it is a terminal; otherwise (logs, pipes, CI) one plain line
+when the integration starts and one when it ends, so that no carriage returns reach the log.
 """
 
 from __future__ import annotations
@@ -25,27 +29,44 @@ import xarray as xr
 from . import tasks
 from ._simulate import count_params, log_times, simulate
 from .analysis import phase_times
-from .experiments import get_experiment, to_toml, validate_config
+from .experiments import call_factory, get_experiment, to_toml, validate_config
 from .plot import plot_trajectory
 
 RUN_FILES = ("config.toml", "trajectory.nc", "final.eqx", "trajectory.png", "summary.md", "metadata.json")
 
 
 def build_problem(cfg):
-    """The Problem of a resolved configuration (seeded by run.seed)."""
+    """The Problem of a resolved configuration: the task (or user factory) at key PRNGKey(run.seed),
+    with the [task] table as keyword arguments."""
     exp = get_experiment(cfg["experiment"])
-    return getattr(tasks, exp.task)(jax.random.PRNGKey(cfg["run"]["seed"]), **cfg["task"])
+    key = jax.random.PRNGKey(cfg["run"]["seed"])
+    if exp.is_user:
+        return call_factory(exp.task, key, **cfg["task"])
+    return getattr(tasks, exp.task)(key, **cfg["task"])
 
 
-def run_config(cfg, out_dir, *, progress: bool = True, echo=print) -> dict:
-    """Run a resolved configuration into the (existing, empty) folder `out_dir`."""
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+def run_config(cfg, out_dir, *, progress: bool = True, echo=print, problem=None) -> dict:
+    """Run a resolved configuration into the (existing, empty) folder `out_dir`.
+
+    `problem`: the already built `build_problem(cfg)`, if the caller checked it before making the folder.
+    `progress`: a tqdm bar if stderr is a terminal, else a plain start and end line on stderr.
+    """
     cfg = validate_config(cfg)
     out_dir = pathlib.Path(out_dir)
     exp = get_experiment(cfg["experiment"])
     run = cfg["run"]
     (out_dir / "config.toml").write_text(to_toml(cfg))
 
-    problem = build_problem(cfg)
+    if problem is None:
+        problem = build_problem(cfg)
+    bar = progress and _stderr_is_terminal()
     echo(f"gflow run {exp.name}: {exp.description}")
     echo(
         f"  {exp.task}({', '.join(f'{k}={v}' for k, v in cfg['task'].items())}); "
@@ -55,6 +76,14 @@ def run_config(cfg, out_dir, *, progress: bool = True, echo=print) -> dict:
     saveat = run["saves"]
     if run["t_min"] is not None:
         saveat = log_times(np.float64(run["t1"]), run["saves"], run["t_min"])
+    if progress and not bar:
+        # tqdm redraws its bar with carriage returns, which fill logs and pipes: say start and end instead.
+        print(
+            f"gflow: {exp.name}: integrating to {'τ' if run['time'] == 'slow' else 't'} = {run['t1']:g} "
+            "(no progress bar: stderr is not a terminal)",
+            file=sys.stderr,
+            flush=True,
+        )
     start = time.perf_counter()
     traj = simulate(
         problem,
@@ -66,10 +95,12 @@ def run_config(cfg, out_dir, *, progress: bool = True, echo=print) -> dict:
         atol=run["atol"],
         max_steps=run["max_steps"],
         time=run["time"],
-        progress=progress,
+        progress=bar,
     )
     jax.block_until_ready(traj)
     wall = time.perf_counter() - start
+    if progress and not bar:
+        print(f"gflow: {exp.name}: integrated in {wall:.1f} s (compilation included)", file=sys.stderr, flush=True)
 
     ds = traj.to_xarray()
     ds.attrs["experiment"] = exp.name
@@ -106,8 +137,14 @@ def _version(name="gflow"):
         return "unknown"
 
 
+def _phase_times(traj):
+    # User problems may have no test set: then "generalised" is read off the train loss.
+    metrics = traj.metrics if hasattr(traj, "metrics") else traj.data_vars
+    return phase_times(traj, metric="test_loss" if "test_loss" in metrics else "train_loss")
+
+
 def _summary(exp, cfg, traj, wall) -> dict:
-    phases = phase_times(traj)
+    phases = _phase_times(traj)
     last = {k: float(v[-1]) for k, v in traj.metrics.items()}
     stats = {k: (float(v) if np.issubdtype(np.asarray(v).dtype, np.inexact) else int(v)) for k, v in traj.stats.items()}
     lines = [
@@ -150,7 +187,7 @@ def plot_run(run_dir, *, traj=None) -> list[pathlib.Path]:
         if traj is None:
             traj = _trajectory_from_netcdf(run_dir / "trajectory.nc")
         exp_name = _experiment_name(run_dir)
-        phases = phase_times(traj)
+        phases = _phase_times(traj)
         fig = plot_trajectory(traj, phases=phases, title=f"{exp_name}: learning curves (λ = {float(traj.lam):g})")
         path = run_dir / "trajectory.png"
         fig.savefig(path, dpi=110)
@@ -161,7 +198,7 @@ def plot_run(run_dir, *, traj=None) -> list[pathlib.Path]:
         from .plot import plot_sweep
 
         ds = load_sweep(run_dir / "store")
-        fig = plot_sweep(ds, title=f"{_experiment_name(run_dir)}: collapse in slow time")
+        fig = plot_sweep(ds, metric=sweep_metric(ds), title=f"{_experiment_name(run_dir)}: collapse in slow time")
         path = run_dir / "sweep.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -174,6 +211,18 @@ def plot_run(run_dir, *, traj=None) -> list[pathlib.Path]:
             "give a folder made by gflow run/sweep/demo"
         )
     return written
+
+
+def sweep_metric(ds, metric: str | None = None) -> str:
+    """The metric a sweep plot shows: `metric`, else test_loss, else train_loss (problems without a test set)."""
+    if metric is not None:
+        if metric not in ds:
+            from .experiments import ConfigError
+
+            names = ", ".join(k for k in ds.data_vars if k not in ("result", "ok", "t_final") and "stats" not in k)
+            raise ConfigError(f"unknown metric {metric!r}; this sweep has {names}")
+        return metric
+    return "test_loss" if "test_loss" in ds else "train_loss"
 
 
 def _experiment_name(run_dir: pathlib.Path) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import diffrax
 import equinox as eqx
 import jax
@@ -10,7 +12,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from ._flow import observables, tree_all_finite, tree_norm, vector_field
+from ._flow import metric_names, observables, tree_all_finite, tree_norm, vector_field
 from ._problem import Problem, ProblemError, _is_concrete
 from ._rosenbrock import (
     COUNT_KEYS,
@@ -89,8 +91,14 @@ def log_times(t1, n: int = DEFAULT_NUM_SAVES, t_min=None) -> jax.Array:
     return jnp.concatenate([jnp.zeros((1,), t1.dtype), grid])
 
 
-def count_params(model) -> int:
-    return sum(int(np.prod(x.shape)) for x in jtu.tree_leaves(eqx.filter(model, eqx.is_inexact_array)))
+def count_params(model_or_problem) -> int:
+    """Number of scalar parameters: the floating-point array entries of a model, or for a
+    `Problem` the trainable ones (the size of the ODE state; data and frozen arrays excluded)."""
+    if isinstance(model_or_problem, Problem):
+        params = model_or_problem.params
+    else:
+        params = eqx.filter(model_or_problem, eqx.is_inexact_array)
+    return sum(int(np.prod(x.shape)) for x in jtu.tree_leaves(params))
 
 
 def _param_dtype(problem: Problem):
@@ -163,7 +171,7 @@ def choose_w_matrix(problem: Problem, lam, slow: bool, mode: str = "auto"):
     `AUTO_MAX_DENSE_PARAMS`, else CG on Hessian–vector products. `mode="krylov"` always takes
     the matrix-free path.
     """
-    d = count_params(problem.model)
+    d = count_params(problem)
     if has_gauss_newton(problem):
         n = num_outputs(problem)
         woodbury = mode == "auto" and n <= AUTO_MAX_WOODBURY_OUTPUTS and float(n) ** 2 * d <= AUTO_MAX_WOODBURY_WORK
@@ -199,8 +207,8 @@ def default_tolerances(dtype, rtol, atol) -> tuple[jax.Array, jax.Array]:
     return jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype)
 
 
-def save_spec(saveat, dtype, t1=None, name: str = "t1") -> tuple[int | None, jax.Array | None]:
-    """`saveat` as (number of log-spaced save times, None) or (None, explicit times)."""
+def save_spec(saveat, dtype, t1=None, name: str = "t1", t0=None) -> tuple[int | None, jax.Array | None]:
+    """`saveat` as (number of log-spaced save times, None) or (None, explicit times in [t0, t1])."""
     if saveat is None:
         return DEFAULT_NUM_SAVES, None
     if isinstance(saveat, int):
@@ -212,14 +220,55 @@ def save_spec(saveat, dtype, t1=None, name: str = "t1") -> tuple[int | None, jax
         raise ProblemError("saveat must be None, an int, or a 1-D array of times")
     if _is_concrete(save_ts) and t1 is not None and _is_concrete(t1):
         s = np.asarray(save_ts)
-        if np.any(np.diff(s) < 0) or s[0] < 0 or s[-1] > float(np.max(t1)):
-            raise ProblemError(f"saveat times must be increasing and lie in [0, {name}={float(np.max(t1))}]")
+        lo = 0.0 if t0 is None or not _is_concrete(t0) else float(t0)
+        if not np.all(np.isfinite(s)):
+            raise ProblemError("saveat times must be finite numbers")
+        if np.any(np.diff(s) < 0) or s[0] < lo or s[-1] > float(np.max(t1)):
+            raise ProblemError(f"saveat times must be increasing and lie in [{lo:g}, {name}={float(np.max(t1))}]")
     return None, save_ts
 
 
 def default_divergence_norm(problem: Problem) -> jax.Array:
     """1e8·(1 + ‖θ0‖): far beyond any bounded flow (with F ≥ 0 and λ > 0, ‖θ‖² ≤ 2F_λ(θ0)/λ)."""
     return 1e8 * (1.0 + tree_norm(problem.params))
+
+
+_STOP_OPS = {">=": jnp.greater_equal, ">": jnp.greater, "<=": jnp.less_equal, "<": jnp.less}
+
+
+def stop_spec(problem: Problem, stop) -> tuple[tuple[tuple[str, str], ...], jax.Array | None]:
+    """`stop` as (static ((metric, op), ...), traced thresholds), checked against the problem."""
+    if stop is None:
+        return (), None
+    if not isinstance(stop, dict) or not stop:
+        raise ProblemError(
+            'stop must be a dict {metric: (op, value)}, e.g. stop={"test_accuracy": (">=", 0.99)}, or None'
+        )
+    names = metric_names(problem)
+    spec, values = [], []
+    for name, cond in stop.items():
+        if name not in names:
+            raise ProblemError(f"stop names unknown metric {name!r}; this problem records {', '.join(names)}")
+        if not (isinstance(cond, tuple | list) and len(cond) == 2 and cond[0] in _STOP_OPS):
+            raise ProblemError(
+                f"stop[{name!r}] must be (op, value) with op one of {', '.join(_STOP_OPS)}, got {cond!r}"
+            )
+        value = cond[1]
+        if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer | jax.Array):
+            raise ProblemError(f"stop[{name!r}] threshold must be a real number, got {value!r}")
+        if _is_concrete(value) and not np.isfinite(float(value)):
+            raise ProblemError(f"stop[{name!r}] threshold must be finite, got {value!r}")
+        spec.append((name, cond[0]))
+        values.append(value)
+    return tuple(spec), jnp.asarray(values, _param_dtype(problem))
+
+
+def _progress_mode(progress) -> str:
+    # A tqdm bar redraws with carriage returns: fine on a terminal, a flood in a log file or a
+    # pipe. Off a terminal, print a plain line every 10% of the time span instead.
+    if not progress:
+        return "none"
+    return "bar" if sys.stderr.isatty() else "text"
 
 
 def simulate(
@@ -236,10 +285,14 @@ def simulate(
     divergence_norm=None,
     save_params: bool = False,
     progress: bool = False,
+    stop=None,
+    start=None,
+    t0=None,
+    callback=None,
 ) -> Trajectory:
     r"""Integrate the gradient flow with weight decay of `problem` up to `t1`.
 
-    $$\frac{d\theta}{dt} = -\nabla F(\theta) - \lambda\, m\odot\theta,\qquad \theta(0) = \theta_0,$$
+    $$\frac{d\theta}{dt} = -\nabla F(\theta) - \lambda\, m\odot\theta,\qquad \theta(t_0) = \theta_0,$$
 
     i.e. gradient flow on F_λ = F + (λ/2)‖m⊙θ‖². With `time="slow"` the same flow is
     integrated in slow time τ = λt (dθ/dτ = −∇F_λ/λ), and `t1` means τ1.
@@ -250,9 +303,26 @@ def simulate(
     - `lam`: weight decay λ ≥ 0 (a scalar; traced, so new values do not recompile).
     - `t1`: final time (> 0), in ODE time t, or τ with `time="slow"`.
     - `solver`: `"tsit5"`, `"dopri5"` (explicit, adaptive), `"kvaerno3"`, `"kvaerno5"` (stiff,
-      dense Jacobian: for small parameter counts) or `"auto"` (see `choose_solver`).
+      dense Jacobian: for small parameter counts), `"ros34pw2"`, `"ros34pw2_krylov"`
+      (Rosenbrock-W, stiff, no d × d matrix) or `"auto"` (see `choose_solver`).
     - `saveat`: `None` (200 times: 0 and log-spaced up to t1), an int (that many such times),
-      or an increasing array of times in [0, t1].
+      or an increasing array of times in [t0, t1].
+
+    **Stopping and continuing:**
+
+    - `stop`: `{metric: (op, value)}` with op one of `>=`, `>`, `<=`, `<`, e.g.
+      `{"test_accuracy": (">=", 0.99)}`: end the solve at the first accepted step where any
+      condition holds (a Diffrax event). The metric is evaluated after every step (its cost:
+      a test forward pass for a test metric, a gradient for `grad_norm`). The run is still
+      `successful`; `traj.t_final` is the stop time, `traj.stop_reason` names the condition and
+      later saves are NaN.
+    - `start`: a `Trajectory` of this problem (finished or stopped) to continue: the solve starts
+      from `start.final` at `start.t_final` with the clock running on, and the returned
+      Trajectory joins the saves of both pieces on one time axis (stats added up). It must have
+      the same λ and time variable. Or a model (like `problem.model`) with `t0`, the time it is
+      at: the solve runs from there and returns only the new piece. Default save times of a
+      continuation: 200 log-spaced times from t0 to t1.
+    - `t0`: the start time with a model `start` (default 0).
 
     **Other arguments:**
 
@@ -263,7 +333,15 @@ def simulate(
       1e8·(1 + ‖θ0‖)) or θ stops being finite.
     - `save_params`: also return θ at every save time (`Trajectory.params`); off by default,
       since observables are usually all one needs and parameters can be large.
-    - `progress`: show a tqdm progress bar over time (Diffrax's `TqdmProgressMeter`).
+    - `progress`: show progress over time: Diffrax's tqdm bar on a terminal, a plain line per
+      10% of the time span when stderr is not a terminal (no carriage returns in logs).
+    - `callback`: `callback(t, metrics)` called on the host at every save time reached, with
+      `t` the save time (run's time variable) and `metrics` a dict of NumPy scalars, for
+      streaming to TensorBoard, CSV or W&B. It runs through `jax.debug.callback`: each call is a
+      device-to-host transfer and a Python call (negligible next to a save of a large model's
+      observables, but not free), calls are not guaranteed to arrive in order, and the function
+      is part of the compiled solve (pass the same function object to reuse it). Off (None) by
+      default.
 
     **Returns:** a `gflow.Trajectory`. Failures never raise from inside the solve: the result
     code says what happened and `final` holds the last finite state.
@@ -280,20 +358,40 @@ def simulate(
     slow = time == "slow"
     if slow and _is_concrete(lam) and float(lam) == 0:
         raise ProblemError("time='slow' rescales by tau = lam*t and needs lam > 0; use time='fast' for lam = 0")
+    if callback is not None and not callable(callback):
+        raise ProblemError(f"callback must be a function (t, metrics) -> None, got {type(callback).__name__}")
     rtol, atol = default_tolerances(dtype, rtol, atol)
-    num_saves, save_ts = save_spec(saveat, dtype, t1)
+    stops, stop_values = stop_spec(problem, stop)
+
+    previous = None
+    if isinstance(start, Trajectory):
+        if t0 is not None:
+            raise ProblemError("start=traj carries its own time (traj.t_final); drop t0")
+        previous = _check_continuation(start, lam, time)
+        init_model, t0 = start.final, start.t_final
+    else:
+        init_model = start
+        t0 = 0.0 if t0 is None else t0
+    t0 = _scalar("t0", t0, dtype)
+    if _is_concrete(t0) and _is_concrete(t1) and not 0 <= float(t0) < float(t1):
+        raise ProblemError(f"the start time t0 = {float(t0)} must lie in [0, t1 = {float(t1)})")
+    original = problem
+    if init_model is not None:
+        problem = _with_start(problem, init_model)
+    num_saves, save_ts = save_spec(saveat, dtype, t1, t0=t0)
 
     stats_extra = {}
     if solver == "auto":
         if not (_is_concrete(lam) and _is_concrete(t1)):
             raise ProblemError("solver='auto' needs concrete lam and t1; name a solver inside jit/vmap")
-        horizon = float(t1) / float(lam) if slow else float(t1)
+        horizon = (float(t1) - float(t0)) / float(lam) if slow else float(t1) - float(t0)
         solver, sharpness = choose_solver(problem, lam, horizon)
         stats_extra["sharpness_estimate"] = jnp.asarray(sharpness, dtype)
         stats_extra["stiffness_ratio"] = jnp.asarray((sharpness + float(lam)) * horizon, dtype)
 
     if divergence_norm is None:
-        divergence_norm = default_divergence_norm(problem)
+        # From the problem's own θ0, so that a continuation keeps the bound of the first piece.
+        divergence_norm = default_divergence_norm(original)
     divergence_norm = jnp.asarray(divergence_norm, dtype)
 
     traj = _simulate(
@@ -304,16 +402,90 @@ def simulate(
         divergence_norm,
         rtol,
         atol,
+        t0=t0,
+        stop_values=stop_values,
         solver=solver,
         num_saves=num_saves,
         max_steps=max_steps,
         slow=slow,
         save_params=bool(save_params),
-        progress=bool(progress),
+        progress=_progress_mode(progress),
+        stops=stops,
+        callback=callback,
     )
     if stats_extra:
         traj = eqx.tree_at(lambda tr: tr.stats, traj, {**traj.stats, **stats_extra})
+    if previous is not None:
+        traj = join(previous, traj)
     return traj
+
+
+def _check_continuation(start: Trajectory, lam, time: str) -> Trajectory:
+    if np.ndim(start.ts) != 1:
+        raise ProblemError("start must be one run; index a member of a batched Trajectory")
+    if start.time != time:
+        raise ProblemError(f"start was run with time={start.time!r}; continue it with the same time variable")
+    if _is_concrete(lam) and float(start.lam) != float(lam):
+        raise ProblemError(
+            f"start ran at lam = {float(start.lam)}, not {float(lam)}; to change lam mid-run pass "
+            "start=traj.final, t0=traj.t_final (the new piece is returned alone)"
+        )
+    return start
+
+
+def _with_start(problem: Problem, model) -> Problem:
+    """`problem` with its model replaced by `model` (same structure), checked."""
+    if model is None:
+        return problem
+    ref = jtu.tree_leaves(problem.model)
+    try:
+        new = jtu.tree_leaves(model)
+        same = jtu.tree_structure(model) == jtu.tree_structure(problem.model) and all(
+            (a.shape, a.dtype) == (b.shape, b.dtype) if eqx.is_array(a) else True for a, b in zip(new, ref, strict=True)
+        )
+    except ValueError:
+        same = False
+    if not same:
+        raise ProblemError(
+            "start must be a Trajectory or a model with the structure, shapes and dtypes of problem.model "
+            "(e.g. traj.final)"
+        )
+    return eqx.tree_at(lambda p: p.model, problem, model)
+
+
+def join(first: Trajectory, second: Trajectory) -> Trajectory:
+    """One Trajectory from a run and its continuation (`simulate(..., start=first)`).
+
+    The saves of `first` up to its `t_final` are followed by those of `second` after it; stats
+    that count work are added; `final`, `t_final`, `result` and the stop are the second's.
+    """
+    keep = np.asarray(first.ts) <= float(first.t_final)
+    later = np.asarray(second.ts) > float(first.t_final)
+    ts = jnp.concatenate([first.ts[keep], second.ts[later]])
+    metrics = {k: jnp.concatenate([first.metrics[k][keep], v[later]]) for k, v in second.metrics.items()}
+    params = None
+    if first.params is not None and second.params is not None:
+        params = jtu.tree_map(lambda a, b: jnp.concatenate([a[keep], b[later]]), first.params, second.params)
+    counted = ("num_steps", "num_accepted_steps", "num_rejected_steps", "num_vf_evals", *COUNT_KEYS)
+    stats = dict(second.stats)
+    for k in counted:
+        if k in first.stats and k in second.stats:
+            stats[k] = first.stats[k] + second.stats[k]
+    if "num_vf_evals" in stats:
+        stats["num_gradient_equivalents"] = gradient_equivalents(stats)
+    return eqx.tree_at(
+        lambda tr: (tr.ts, tr.metrics, tr.stats, tr.params),
+        second,
+        (ts, metrics, stats, params),
+        is_leaf=lambda x: x is None,
+    )
+
+
+def _host_callback(callback):
+    def call(t, metrics):
+        callback(np.asarray(t).item(), {k: np.asarray(v).item() for k, v in metrics.items()})
+
+    return call
 
 
 def _controller(solver: str, rtol, atol):
@@ -344,22 +516,44 @@ def _simulate(
     max_steps,
     slow,
     save_params,
-    progress=False,
+    progress="none",
+    t0=None,
+    stop_values=None,
+    stops=(),
+    callback=None,
 ):
     _, evals_per_step = _SOLVERS[solver]
     counted = solver in _W_MODES
     params, static = problem.split()
+    t0 = jnp.zeros((), t1.dtype) if t0 is None else t0
     if save_ts is None:
         t_min = jnp.minimum(1e-2 * lam, t1 * 1e-3) if slow else None
-        save_ts = log_times(t1, num_saves, t_min)
+        fresh = log_times(t1, num_saves, t_min)
+        # A continuation saves at log-spaced times from t0 (exclusive of nothing: t0 itself is
+        # the first save, the state it starts from) to t1.
+        safe_t0 = jnp.where(t0 > 0, t0, 1.0)
+        onward = safe_t0 * (t1 / safe_t0) ** jnp.linspace(0.0, 1.0, num_saves, dtype=t1.dtype)
+        onward = onward.at[0].set(t0).at[-1].set(t1)
+        save_ts = jnp.where(t0 > 0, onward, fresh)
 
     def field(t, y, args):
         del t, args
         return vector_field(y, static, problem, lam, slow)
 
     def observe(t, y, args):
-        del t, args
-        return observables(y, static, problem, lam)
+        del args
+        obs = observables(y, static, problem, lam)
+        if callback is not None:
+            jax.debug.callback(_host_callback(callback), t, obs)
+        return obs
+
+    def stop_hits(y):
+        values = observables(y, static, problem, lam, names=tuple(name for name, _ in stops))
+        return jnp.stack([_STOP_OPS[op](values[name], stop_values[i]) for i, (name, op) in enumerate(stops)])
+
+    def stopping(t, y, args, **kwargs):
+        del t, args, kwargs
+        return jnp.any(stop_hits(y))
 
     def diverging(t, y, args, **kwargs):
         del t, args, kwargs
@@ -374,20 +568,28 @@ def _simulate(
     # models in slow time, returning dt0 = 0 and a solve that never advances.
     speed = tree_norm(field(t1, params, None))
     tiny = jnp.finfo(t1.dtype).tiny
-    dt0 = jnp.minimum(t1, 1e-3 * (1.0 + tree_norm(params)) / jnp.maximum(speed, tiny))
+    dt0 = jnp.minimum(t1 - t0, 1e-3 * (1.0 + tree_norm(params)) / jnp.maximum(speed, tiny))
+    conditions = {"diverged": diverging}
+    if stops:
+        conditions["stop"] = stopping
+    meters = {
+        "none": diffrax.NoProgressMeter(),
+        "bar": diffrax.TqdmProgressMeter(),
+        "text": diffrax.TextProgressMeter(minimum_increase=0.1),
+    }
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field),
         make_solver(solver, problem, lam, slow, rtol, atol),
-        t0=jnp.zeros((), t1.dtype),
+        t0=t0,
         t1=t1,
         dt0=dt0,
         y0=params,
         saveat=saveat,
         stepsize_controller=_controller(solver, rtol, atol),
-        event=diffrax.Event(diverging),
+        event=diffrax.Event(conditions),
         max_steps=max_steps,
         throw=False,
-        progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
+        progress_meter=meters[progress],
     )
     saved_ts, final_ts = sol.ts[:2]
     observed, final_params = sol.ys[:2]
@@ -401,8 +603,15 @@ def _simulate(
     final = eqx.combine(jtu.tree_map(lambda x: x[0], final_params), static)
 
     result = RESULTS.promote(sol.result)
+    stopped_by = jnp.asarray(-1)
     if sol.event_mask is not None:
-        result = RESULTS.where(sol.event_mask, RESULTS.diverged, result)
+        result = RESULTS.where(sol.event_mask["diverged"], RESULTS.diverged, result)
+        if stops:
+            # Which condition ended the solve: the first that holds at the final state.
+            hits = stop_hits(jtu.tree_map(lambda x: x[0], final_params))
+            stopped = sol.event_mask["stop"] & ~sol.event_mask["diverged"]
+            stopped_by = jnp.where(stopped, jnp.argmax(hits), -1)
+            result = RESULTS.where(stopped, RESULTS.successful, result)
 
     stats = {
         "num_steps": sol.stats["num_steps"],
@@ -432,4 +641,7 @@ def _simulate(
         time="slow" if slow else "fast",
         solver=solver,
         params=saved_params,
+        stopped_by=stopped_by,
+        stop_conditions=tuple(f"{name} {op} {{}}" for name, op in stops),
+        stop_values=stop_values,
     )

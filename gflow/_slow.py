@@ -253,9 +253,14 @@ def _flow_limit(problem, tol, t_max, rtol, atol, divergence_norm, *, solver, max
 
 def _check_start(problem: Problem, start, what: str = "start must be None, a FlowLimit, or a model"):
     params = problem.params
-    given = eqx.filter(start, eqx.is_inexact_array)
-    if jtu.tree_structure(given) != jtu.tree_structure(params) or any(
-        a.shape != b.shape for a, b in zip(jtu.tree_leaves(given), jtu.tree_leaves(params), strict=True)
+    try:
+        given = problem.partition(start)[0]
+    except ProblemError:
+        given = None
+    if (
+        given is None
+        or jtu.tree_structure(given) != jtu.tree_structure(params)
+        or any(a.shape != b.shape for a, b in zip(jtu.tree_leaves(given), jtu.tree_leaves(params), strict=True))
     ):
         raise ProblemError(
             f"{what} with the structure and shapes of problem.model "
@@ -469,7 +474,7 @@ def _slow_flow(
     dtype = flat0.dtype
     n_res = None
     if manifold == "zero_loss":
-        n_res = jax.eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
+        n_res = eqx.filter_eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
     geometry = build_manifold(
         problem,
         static,
@@ -633,7 +638,7 @@ def _project_tangent(problem, params, vector, rcond, kernel_rtol, cg_rtol, *, ma
     flat, unravel = jax.flatten_util.ravel_pytree(params)
     n_res = 1
     if manifold == "zero_loss":
-        n_res = jax.eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
+        n_res = eqx.filter_eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
     geometry = build_manifold(
         problem,
         static,

@@ -51,6 +51,9 @@ class Trajectory(eqx.Module):
     - `params`: with `save_params=True`, the model's parameters at every save time (a pytree
       like the model's floating-point arrays, each with a leading time axis; NaN after
       `t_final`); otherwise None.
+    - `stopped_by`: with `simulate(..., stop=...)`, the index of the stop condition that ended
+      the run (−1: none did); `stop_reason` says it in words. `stop_conditions`, `stop_values`:
+      the conditions and thresholds.
     """
 
     ts: jax.Array
@@ -63,6 +66,9 @@ class Trajectory(eqx.Module):
     time: str = eqx.field(static=True)
     solver: str = eqx.field(static=True)
     params: Any = None
+    stopped_by: Any = None
+    stop_conditions: tuple = eqx.field(static=True, default=())
+    stop_values: Any = None
 
     @property
     def t(self) -> jax.Array:
@@ -80,12 +86,30 @@ class Trajectory(eqx.Module):
         return self.result == RESULTS.successful
 
     @property
+    def stop_reason(self) -> str | None:
+        """The stop condition that ended the run, e.g. "test_accuracy >= 0.99", or None."""
+        if self.stopped_by is None or not self.stop_conditions:
+            return None
+        if np.ndim(self.stopped_by) != 0:
+            raise ValueError("this Trajectory is batched; index one member first (jax.tree.map(lambda x: x[i], traj))")
+        i = int(self.stopped_by)
+        if i < 0:
+            return None
+        return self.stop_conditions[i].format(f"{float(self.stop_values[i]):g}")
+
+    @property
     def message(self) -> str:
-        """The result in words ("successful" when it is)."""
+        """The result in words ("successful" when it is; a stop says why and when)."""
         if np.ndim(self.result._value) != 0:
             raise ValueError("this Trajectory is batched; index one member first (jax.tree.map(lambda x: x[i], traj))")
         msg = RESULTS[self.result]
+        if not msg and self.stop_reason is not None:
+            return f"successful: stopped at {self.time_symbol} = {float(self.t_final):.6g} because {self.stop_reason}"
         return msg or "successful"
+
+    @property
+    def time_symbol(self) -> str:
+        return "t" if self.time == "fast" else "tau"
 
     def to_xarray(self):
         """An `xarray.Dataset` with coordinate `time` (and `t`, `tau`), one variable per metric.
@@ -107,6 +131,8 @@ class Trajectory(eqx.Module):
             "result": self.message,
             "t_final": float(self.t_final),
         }
+        if self.stop_reason is not None:
+            attrs["stop_reason"] = self.stop_reason
         attrs.update(
             {
                 f"stats_{k}": float(v) if np.issubdtype(np.asarray(v).dtype, np.inexact) else int(v)

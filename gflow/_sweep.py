@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import sys
 import time as _time
 from collections.abc import Callable, Sequence
 
@@ -27,6 +28,7 @@ from ._simulate import (
     default_tolerances,
     log_times,
     save_spec,
+    stop_spec,
 )
 from ._solution import RESULTS
 
@@ -94,7 +96,22 @@ def _takes_alpha(make_problem) -> bool:
 
 @eqx.filter_jit
 def _run_chunk(
-    make_problem, lam, seed, alpha, t1, save_ts, rtol, atol, *, has_alpha, solver, num_saves, max_steps, slow
+    make_problem,
+    lam,
+    seed,
+    alpha,
+    t1,
+    save_ts,
+    rtol,
+    atol,
+    stop_values=None,
+    *,
+    has_alpha,
+    solver,
+    num_saves,
+    max_steps,
+    slow,
+    stops=(),
 ):
     """One compiled call per chunk shape: vmap over members of (λ, seed, α, t1)."""
 
@@ -115,9 +132,12 @@ def _run_chunk(
             max_steps=max_steps,
             slow=slow,
             save_params=False,
+            stop_values=None if stop_values is None else stop_values.astype(dtype),
+            stops=stops,
         )
 
-    return jax.vmap(member)(lam, seed, alpha, t1)
+    # filter_vmap: the Trajectory's model holds non-array leaves (an eqx.nn.MLP's activation).
+    return eqx.filter_vmap(member)(lam, seed, alpha, t1)
 
 
 def _config_json(config: dict) -> str:
@@ -187,6 +207,8 @@ def _chunk_dataset(traj, index: np.ndarray):
     data = {name: (("member", "time"), np.asarray(v)) for name, v in traj.metrics.items()}
     data["result"] = ("member", np.asarray(traj.result._value).astype(np.int32))
     data["t_final"] = ("member", np.asarray(traj.t_final))
+    if traj.stop_conditions:
+        data["stopped_by"] = ("member", np.asarray(traj.stopped_by).astype(np.int32))
     for k, v in traj.stats.items():
         data[f"stats_{k}"] = ("member", np.broadcast_to(np.asarray(v), index.shape))
     data["ts"] = (("member", "time"), np.asarray(traj.ts))
@@ -210,6 +232,7 @@ def sweep(
     rtol=None,
     atol=None,
     max_steps: int = 200_000,
+    stop=None,
 ):
     r"""Run `simulate` over the grid λ × seed × α in one compiled, vmapped, sharded call per chunk.
 
@@ -248,8 +271,11 @@ def sweep(
       (any configuration difference) is refused with `SweepStoreError`.
     - `devices`: the JAX devices to shard the members over (default: all, `jax.devices()`).
       On several hosts, call `jax.distributed.initialize()` first (see the README).
-    - `progress`: a tqdm bar over chunks with an ETA.
-    - `rtol`, `atol`, `max_steps`: as in `simulate`.
+    - `progress`: a tqdm bar over chunks with an ETA on a terminal; off a terminal, one plain
+      line per finished chunk (no carriage returns in logs).
+    - `rtol`, `atol`, `max_steps`, `stop`: as in `simulate`; with `stop`, each member stops on
+      its own (its `t_final` is its stop time, later saves NaN) and `stopped_by` holds the index
+      of the condition that stopped it (−1: none; the conditions are in the `config` attribute).
 
     **Returns:** an `xarray.Dataset` with dimensions `(lam, seed, alpha, time)` (`alpha` absent
     when not swept): one variable per metric, `result` (the `gflow.RESULTS` code, messages in its
@@ -329,6 +355,7 @@ def sweep(
         horizon = float(np.max(m_t1 / m_lam)) if slow else float(np.max(m_t1))
         chosen, _ = choose_solver(probe, float(lam_values.min()), horizon)
     rtol_a, atol_a = default_tolerances(dtype, rtol, atol)
+    stops, stop_values = stop_spec(probe, stop)
 
     devices = list(jax.devices() if devices is None else devices)
     n_dev = len(devices)
@@ -357,16 +384,23 @@ def sweep(
         "max_steps": max_steps,
         "dtype": str(np.dtype(dtype)),
     }
+    if stops:
+        # Only when given, so that stores written before `stop` existed still resume.
+        config["stop"] = [[name, op, float(v)] for (name, op), v in zip(stops, np.asarray(stop_values), strict=True)]
     disk = _Store(store, config) if store is not None else None
 
     mesh = jax.sharding.Mesh(np.array(devices), ("members",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))
 
     bar = None
-    if progress:
+    if progress and sys.stderr.isatty():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_chunks, desc=f"sweep ({n_members} runs)", unit="chunk")
+    # Off a terminal (a log file, a pipe, CI) a tqdm bar is a flood of carriage returns: print
+    # one plain line per chunk instead.
+    lines = progress and bar is None
+    began = _time.perf_counter()
     chunks, computed, loaded, compile_s = [], 0, 0, None
     for c in range(n_chunks):
         lo, hi = c * chunk, min((c + 1) * chunk, n_members)
@@ -388,13 +422,15 @@ def sweep(
                 save_ts,
                 rtol_a,
                 atol_a,
+                stop_values,
                 has_alpha=has_alpha,
+                stops=stops,
                 solver=chosen,
                 num_saves=num_saves,
                 max_steps=max_steps,
                 slow=slow,
             )
-            traj = jax.device_get(jax.tree_util.tree_map(lambda x: x[: index.size], traj))
+            traj = jax.device_get(jax.tree_util.tree_map(lambda x: x[: index.size] if eqx.is_array(x) else x, traj))
             if compile_s is None:
                 compile_s = _time.perf_counter() - start
             ds = _chunk_dataset(traj, index)
@@ -404,6 +440,13 @@ def sweep(
             computed += 1
         if bar is not None:
             bar.update(1)
+        elif lines:
+            print(
+                f"sweep: chunk {c + 1}/{n_chunks} ({hi} of {n_members} runs) done, "
+                f"{_time.perf_counter() - began:.1f} s elapsed",
+                file=sys.stderr,
+                flush=True,
+            )
     if bar is not None:
         bar.close()
 

@@ -138,12 +138,13 @@ def over_time(traj: Trajectory, fn) -> np.ndarray:
         raise ProblemError("this run has no saved parameters: simulate(..., save_params=True)")
     if traj.ts.ndim != 1:
         raise ProblemError("over_time takes one run; index a member of a batched Trajectory")
-    static = eqx.partition(traj.final, eqx.is_inexact_array)[1]
     out = []
     for i in range(traj.ts.shape[0]):
         params = jax.tree.map(lambda x: x[i], traj.params)
         finite = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(params))
-        out.append(np.asarray(fn(eqx.combine(params, static)), float) if finite else math.nan)
+        # The saved parameters where there are some, the final model elsewhere (static parts and
+        # frozen arrays, which never change).
+        out.append(np.asarray(fn(eqx.combine(params, traj.final)), float) if finite else math.nan)
     return np.array(out)
 
 

@@ -1,7 +1,13 @@
 """The `gflow` command line: list, run, sweep, plot, demo. Runs in float64.
 
-User errors (unknown experiment, config key or value, output folder problems) print one line
-naming the valid choices and exit with code 2, without a traceback.
+`gflow run` and `gflow sweep` take a preset name, or `module:function` naming the user's own
+`(key) -> gflow.Problem` or `(key, alpha) -> gflow.Problem` factory (imported from the current
+directory or sys.path); `gflow run` also takes a config .toml naming either.
+
+User errors (unknown experiment, config key or value, output folder problems, a factory that cannot
+be imported, raises or returns no Problem) print one line naming the valid choices and exit with
+code 2, without a traceback. Progress bars are drawn only when stderr is a terminal; otherwise
+gflow writes plain lines (no carriage returns) so that logs stay readable.
 """
 
 from __future__ import annotations
@@ -61,12 +67,15 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from ._runner import run_config
+    from ._runner import build_problem, run_config
     from .experiments import resolve_config
 
     cfg = resolve_config(args.experiment, overrides=args.set or (), full=args.full)
-    out = _run_dir(args.out, cfg["experiment"], overwrite=args.overwrite)
-    run_config(cfg, out, progress=not args.quiet)
+    # Build the problem before making the folder, so a failing task or factory leaves nothing behind.
+    problem = build_problem(cfg)
+    name = cfg["experiment"].replace(":", "-").replace(".", "-")
+    out = _run_dir(args.out, name, overwrite=args.overwrite)
+    run_config(cfg, out, progress=not args.quiet, problem=problem)
     return 0
 
 
@@ -96,21 +105,37 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
+    import time
+
+    import jax
     import numpy as np
 
     from . import _sweep
-    from .experiments import get_experiment
+    from ._runner import _stderr_is_terminal, sweep_metric
+    from .experiments import _factory_takes_alpha, get_experiment
     from .plot import plot_sweep
 
     exp = get_experiment(args.experiment)
     lam = _sweep.log_range(args.lam) if args.lam else np.geomspace(exp.sweep_lam[0], exp.sweep_lam[-1], 3)
     alpha = None
-    if exp.sweep_alpha is not None:
+    if exp.is_user:
+        takes = _factory_takes_alpha(exp.task)
+        if args.alpha and takes is None:
+            raise CliError(f"{exp.name} takes only a key; drop --alpha or define it as function(key, alpha)")
+        if not args.alpha and takes == "required":
+            raise CliError(f"{exp.name} takes (key, alpha); give init scales with --alpha, e.g. --alpha 1:100:3")
+        alpha = _sweep.log_range(args.alpha) if args.alpha else None
+    elif exp.sweep_alpha is not None:
         alpha = _sweep.log_range(args.alpha) if args.alpha else np.asarray(exp.sweep_alpha)
     elif args.alpha:
         raise CliError(f"experiment {exp.name} has no init-scale axis; drop --alpha")
     if args.seeds < 1:
         raise CliError("--seeds must be at least 1")
+    make_problem = exp.make_problem(full=args.full, alpha=alpha is not None) if exp.is_user else None
+    if exp.is_user:
+        # One concrete call first: a factory that raises or returns no Problem is refused before any folder
+        # is made, with its own message rather than a trace from inside the vmapped sweep.
+        make_problem(jax.random.PRNGKey(0), *(() if alpha is None else (float(alpha[0]),)))
     tau1 = exp.tau1 if args.tau1 is None else args.tau1
     out = pathlib.Path(args.out)
     store = out / "store"
@@ -126,8 +151,13 @@ def _cmd_sweep(args) -> int:
         + (f"; alpha = {', '.join(f'{v:.3g}' for v in alpha)}" if alpha is not None else "")
         + f"; tau1 = {tau1:g}"
     )
+    # tqdm redraws its bar with carriage returns: draw it only on a terminal, else plain lines.
+    bar = not args.quiet and _stderr_is_terminal()
+    if not args.quiet and not bar:
+        print("gflow: sweep started (no progress bar: stderr is not a terminal)", file=sys.stderr, flush=True)
+    start = time.perf_counter()
     ds = _sweep.sweep(
-        exp.make_problem(full=args.full),
+        make_problem if exp.is_user else exp.make_problem(full=args.full),
         lam=lam,
         seed=np.arange(args.seeds),
         alpha=alpha,
@@ -136,9 +166,12 @@ def _cmd_sweep(args) -> int:
         solver=args.solver,
         chunk_size=args.chunk_size,
         store=store,
-        progress=not args.quiet,
+        progress=bar,
     )
-    fig = plot_sweep(ds, metric=args.metric or exp.metric, title=f"gflow sweep {exp.name}: collapse in slow time")
+    if not args.quiet and not bar:
+        print(f"gflow: sweep finished in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    metric = sweep_metric(ds, args.metric or (None if exp.is_user else exp.metric))
+    fig = plot_sweep(ds, metric=metric, title=f"gflow sweep {exp.name}: collapse in slow time")
     png = out / "sweep.png"
     fig.savefig(png, dpi=110)
     n_bad = int((~ds["ok"]).sum())
@@ -173,12 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="run one experiment (a name or a config .toml) into a run folder",
-        description="Run EXPERIMENT (a name from 'gflow list', or a config .toml with experiment = NAME and "
-        "[task]/[run] tables) and write a run folder: config.toml (the resolved config: rerun it with "
-        "'gflow run FOLDER/config.toml'), trajectory.nc, final.eqx, trajectory.png, summary.md, metadata.json.",
+        help="run one experiment (a name, module:function or a config .toml) into a run folder",
+        description="Run EXPERIMENT (a name from 'gflow list'; module:function, your own factory "
+        "function(key) -> gflow.Problem or function(key, alpha) -> gflow.Problem, imported from the current "
+        'directory; or a config .toml with experiment = NAME or "module:function" and [task]/[run] tables, '
+        "[task] being the factory's keyword arguments) and write a run folder: config.toml (the resolved config: "
+        "rerun it with 'gflow run FOLDER/config.toml'), trajectory.nc, final.eqx, trajectory.png, summary.md, "
+        "metadata.json. The progress bar is drawn only when stderr is a terminal.",
     )
-    p.add_argument("experiment", metavar="EXPERIMENT|CONFIG.toml", help=f"one of: {names}; or a .toml file")
+    p.add_argument(
+        "experiment",
+        metavar="EXPERIMENT|MODULE:FUNCTION|CONFIG.toml",
+        help=f"one of: {names}; or module:function; or a .toml file",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -197,9 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run EXPERIMENT for every (λ, seed[, α]) in slow time τ = λt, storing finished chunks "
         "in OUT/store (rerun the same command to resume a killed sweep) and plotting the metric against τ, "
         "one line per λ, in OUT/sweep.png. Grids: 'a:b:n' is n log-spaced values from a to b inclusive "
-        "(1e-4:1e-2:3 = 1e-4, 1e-3, 1e-2); 'x,y' is a list.",
+        "(1e-4:1e-2:3 = 1e-4, 1e-3, 1e-2); 'x,y' is a list. EXPERIMENT may be module:function, your own "
+        "factory (key) -> gflow.Problem (or (key, alpha) with --alpha), built with jax (it is traced under vmap).",
     )
-    p.add_argument("experiment", metavar="EXPERIMENT", help=f"one of: {names}")
+    p.add_argument("experiment", metavar="EXPERIMENT|MODULE:FUNCTION", help=f"one of: {names}; or module:function")
     p.add_argument("--lam", help="weight decays, e.g. 1e-4:1e-2:7 (default: the experiment's range, 3 values)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1 (default 1)")
     p.add_argument("--alpha", help="init scales, e.g. 1:100:3 or 4,16 (experiments with an α axis)")

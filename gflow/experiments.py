@@ -13,13 +13,21 @@ nested dict (or TOML file)
     t1 = 3000.0
 
 and `--set task.alpha=30 run.lam=1e-3` overrides any field, checked against its type.
+
+`experiment` may also be `"module:function"`, a user's own problem factory `function(key) -> Problem`
+or `function(key, alpha) -> Problem` (key a `jax.random.PRNGKey(run.seed)`). Its `[task]` table is
+passed to it as keyword arguments (a `(key, alpha)` factory gets its α as `task.alpha` in a single
+run); `[run]` is as for a preset. The module is imported from the current directory or `sys.path`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import math
+import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from typing import Any
@@ -115,8 +123,22 @@ class Experiment:
                 cfg[section][field] = value
         return cfg
 
-    def make_problem(self, *, full: bool = False) -> TaskFactory:
-        """A `(key[, alpha])` factory for `gflow.sweep` (α is `alpha_arg` of the task, if any)."""
+    @property
+    def is_user(self) -> bool:
+        """A user's `module:function` factory rather than a preset (then `task` is that spec)."""
+        return is_factory_spec(self.task)
+
+    def make_problem(self, *, full: bool = False, alpha: bool | None = None) -> TaskFactory | UserFactory:
+        """A `(key[, alpha])` factory for `gflow.sweep` (α is `alpha_arg` of the task, if any).
+
+        For a user factory, `alpha` says whether the sweep passes α (default: when it requires one).
+        """
+        if self.is_user:
+            if full:
+                raise ConfigError(f"--full needs a named experiment; {self.task} has a single size")
+            if alpha is None:
+                alpha = _factory_takes_alpha(self.task) == "required"
+            return UserFactory(self.task, (), alpha)
         kwargs = dict(self.config(full=full)["task"])
         if self.alpha_arg is not None:
             kwargs.pop(self.alpha_arg, None)
@@ -187,10 +209,124 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 
 def get_experiment(name: str) -> Experiment:
+    """A preset by name, or a user's factory given as `module:function` (imported and checked here)."""
+    if isinstance(name, str) and is_factory_spec(name):
+        load_factory(name)
+        return Experiment(
+            name, f"your problem factory {name}", "-", "-", name, {}, {}, sweep_lam=(1e-3, 1e-2), runtime="-"
+        )
     try:
         return EXPERIMENTS[name]
-    except KeyError:
-        raise ConfigError(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}") from None
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)} "
+            "(or module:function for your own (key[, alpha]) -> gflow.Problem factory)"
+        ) from None
+
+
+# -- user problem factories (`module:function`) ---------------------------------------------
+
+
+def is_factory_spec(name: str) -> bool:
+    """`module:function` (a dotted module path, one colon, a function name); not a .toml path."""
+    module, sep, attr = name.partition(":")
+    return bool(sep) and not name.endswith(".toml") and all(p.isidentifier() for p in module.split(".") + [attr])
+
+
+def _first_line(err: BaseException) -> str:
+    # CLI errors are one line; jax and import errors can span many.
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def load_factory(spec: str):
+    """Import `module` and return its callable `function`, or raise ConfigError saying what to fix."""
+    module_name, _, attr = spec.partition(":")
+    # As `python -m` does, so that `gflow run mymod:f` finds mymod.py in the current directory.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(
+            f"cannot import module {module_name!r} for {spec}: {_first_line(err)}; "
+            "run gflow from the folder that holds it or add it to PYTHONPATH"
+        ) from None
+    except Exception as err:  # a module that fails while it runs: show why, no traceback
+        raise ConfigError(f"importing module {module_name!r} for {spec} raised {_first_line(err)}") from None
+    if not hasattr(module, attr):
+        raise ConfigError(f"module {module_name!r} has no attribute {attr!r}; check the name after ':' in {spec}")
+    fn = getattr(module, attr)
+    if not callable(fn):
+        raise ConfigError(
+            f"{spec} is a {type(fn).__name__}, not a function; give a function (key[, alpha]) -> gflow.Problem"
+        )
+    return fn
+
+
+def _factory_params(spec: str) -> tuple[dict[str, inspect.Parameter], bool]:
+    """The factory's parameters after the key, and whether it takes **kwargs."""
+    try:
+        params = list(inspect.signature(load_factory(spec)).parameters.values())
+    except (TypeError, ValueError):  # no signature (a builtin): accept any [task] keys
+        return {}, True
+    var_kw = any(p.kind == p.VAR_KEYWORD for p in params)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not positional and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        raise ConfigError(f"{spec} takes no positional key; define it as function(key[, alpha]) -> gflow.Problem")
+    rest = [p for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return {p.name: p for p in rest}, var_kw
+
+
+def _factory_takes_alpha(spec: str) -> str | None:
+    """'required' or 'optional' if the factory has a second positional parameter (α), else None."""
+    try:
+        params = list(inspect.signature(load_factory(spec)).parameters.values())
+    except (TypeError, ValueError):
+        return "optional"
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return "optional"
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2:
+        return None
+    return "required" if positional[1].default is positional[1].empty else "optional"
+
+
+def call_factory(spec: str, key, *args, **kwargs):
+    """`function(key, *args, **kwargs)` of `module:function`, checked to be a gflow.Problem."""
+    from ._problem import Problem
+
+    fn = load_factory(spec)
+    try:
+        problem = fn(key, *args, **kwargs)
+    except Exception as err:  # the user's code: report it in one line, as for any config error
+        raise ConfigError(f"{spec} raised {_first_line(err)}") from None
+    if not isinstance(problem, Problem):
+        raise ConfigError(
+            f"{spec} returned {type(problem).__name__}, not a gflow.Problem; "
+            "return gflow.Problem(model, train, loss=...)"
+        )
+    return problem
+
+
+@dataclasses.dataclass(frozen=True)
+class UserFactory:
+    """`(key[, alpha]) -> Problem` for sweeps from a user's `module:function`, with fixed keyword arguments.
+
+    Hashable by value (the spec, not the function object), so sweeps reuse compilations and stores.
+    """
+
+    spec: str
+    kwargs: tuple = ()
+    takes_alpha: bool = False
+
+    def __call__(self, key, alpha=None):
+        args = (alpha,) if self.takes_alpha else ()
+        return call_factory(self.spec, key, *args, **dict(self.kwargs))
+
+    def __repr__(self):
+        args = "".join(f", {k}={v!r}" for k, v in self.kwargs)
+        return f"{self.spec}(key{', alpha' if self.takes_alpha else ''}{args})"
 
 
 # Module-level factories kept for scripts and tests that sweep these tasks directly.
@@ -204,6 +340,8 @@ musat_addition = EXPERIMENTS["musat_addition"].make_problem()
 
 
 def _task_signature(task_name: str) -> dict[str, inspect.Parameter]:
+    if is_factory_spec(task_name):
+        return _factory_params(task_name)[0]
     fn = getattr(tasks, task_name)
     return {k: p for k, p in inspect.signature(fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
 
@@ -248,11 +386,22 @@ def validate_config(cfg: Mapping) -> dict:
     base = exp.config()
     out = {"experiment": exp.name, "task": dict(base["task"]), "run": dict(base["run"])}
     params = _task_signature(exp.task)
+    any_key = exp.is_user and _factory_params(exp.task)[1]
     for key, value in dict(cfg.get("task", {})).items():
-        if key not in params:
-            raise ConfigError(f"unknown task field {key!r} for {exp.task}; valid: {', '.join(params)}")
-        default = base["task"].get(key, params[key].default)
+        if key not in params and not any_key:
+            valid = ", ".join(params) if params else "none (it takes only the key)"
+            raise ConfigError(f"unknown task field {key!r} for {exp.task}; valid: {valid}")
+        default = base["task"].get(key, params[key].default if key in params else None)
+        if default is inspect.Parameter.empty:
+            default = None
         out["task"][key] = _coerce(f"task.{key}", value, default, float if isinstance(default, float) else None)
+    if exp.is_user:
+        missing = [k for k, p in params.items() if p.default is p.empty and k not in out["task"]]
+        if missing:
+            raise ConfigError(
+                f"{exp.task} needs {', '.join(missing)}; "
+                f"set it in the [task] table or with --set task.{missing[0]}=VALUE"
+            )
     for key, value in dict(cfg.get("run", {})).items():
         if key not in RUN_DEFAULTS:
             raise ConfigError(f"unknown run field {key!r}; valid: {', '.join(RUN_DEFAULTS)}")
@@ -298,6 +447,8 @@ def resolve_config(source: str, *, overrides=(), full: bool = False) -> dict:
             raise ConfigError(f"config file {source} is not valid TOML: {err}") from None
         name = raw.get("experiment")
         base = get_experiment(name).config(full=full) if isinstance(name, str) else {}
+        if isinstance(name, str) and is_factory_spec(name) and full:
+            raise ConfigError(f"--full needs a named experiment; {name} has a single size")
         cfg = {
             "experiment": name,
             "task": {**base.get("task", {}), **raw.get("task", {})},
@@ -305,7 +456,10 @@ def resolve_config(source: str, *, overrides=(), full: bool = False) -> dict:
         }
         cfg.update({k: v for k, v in raw.items() if k not in ("task", "run", "experiment")})
     else:
-        cfg = get_experiment(source).config(full=full)
+        exp = get_experiment(source)
+        if exp.is_user and full:
+            raise ConfigError(f"--full needs a named experiment; {source} has a single size")
+        cfg = exp.config(full=full)
     for text in overrides:
         section, field, value = parse_override(text)
         cfg.setdefault(section, {})[field] = value

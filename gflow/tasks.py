@@ -353,12 +353,18 @@ def multiplication_table(key=0, *, d: int = 97, fraction: float = 0.05, alpha: f
 # ---------------------------------------------------------------------------------------------
 
 
-def _singular_value(i):
-    def metric(model, data):
-        _on_test_split(data)
-        return jnp.linalg.svd(model.matrix, compute_uv=False)[i]
+class _SingularValue(eqx.Module):
+    """Metric: the `index`-th largest singular value of `model.matrix` (test split only).
 
-    return metric
+    A module rather than a closure so that two problems with the same metrics hash equal and
+    reuse the compiled solve (metrics are static fields of a `Problem`).
+    """
+
+    index: int = eqx.field(static=True)
+
+    def __call__(self, model, data):
+        _on_test_split(data)
+        return jnp.linalg.svd(model.matrix, compute_uv=False)[self.index]
 
 
 def matrix_completion(
@@ -411,7 +417,7 @@ def matrix_completion(
     test = split(pairs[n_obs:])
     test["m_star"] = m_star
     metrics = {"mse": _mse, "relative_error": _relative_error, "nuclear_norm": _nuclear_norm}
-    metrics.update({f"sv{i}": _singular_value(i) for i in range(n_singular)})
+    metrics.update({f"sv{i}": _SingularValue(i) for i in range(n_singular)})
     return Problem(
         MatrixFactorisation.init(m, n, r, key=k_model, alpha=jnp.asarray(alpha, dt), dtype=dt),
         split(pairs[:n_obs]),
