@@ -327,7 +327,7 @@ SMALL_TASKS = {
     "linear_regression": lambda s: gflow.tasks.linear_regression(s, n=8, d=10, n_test=20),
     "musat_addition": lambda s: gflow.tasks.musat_addition(s),
     "diagonal_regression_uv": lambda s: gflow.tasks.diagonal_regression(s, n=8, d=12, parameterisation="uv"),
-    "diagonal_regression_squares": lambda s: gflow.tasks.diagonal_regression(s, n=8, d=12),
+    "diagonal_regression_squares": lambda s: gflow.tasks.diagonal_regression(s, n=8, d=12, parameterisation="squares"),
     "sparse_classification": lambda s: gflow.tasks.sparse_classification(s, d=12, n=8, alpha=4.0),
     "misgrokking": lambda s: gflow.tasks.misgrokking(s, d=12, n=8),
     "multiplication_table": lambda s: gflow.tasks.multiplication_table(s, d=9, fraction=0.3),
@@ -347,6 +347,23 @@ def test_every_task_of_two_seeds_shares_one_compiled_solve():
         assert ka[2] == kb[2], f"{name}: array shapes differ between seeds"
         for x, y in zip(ka[1], kb[1], strict=True):
             assert x == y, f"{name}: a non-array part differs between seeds ({x!r} vs {y!r}): it would recompile"
+
+
+@eqx.filter_jit
+def _objective_and_metrics(problem):
+    # A cheap stand-in for the solve with the same caching rule (eqx.filter_jit on the Problem):
+    # it compiles in well under a second per task, where a whole solve takes several.
+    params, static = problem.split()
+    return gflow._flow.observables(params, static, problem, 0.1)
+
+
+def test_every_task_rebuilt_with_a_new_seed_compiles_nothing_new():
+    compiled = 0
+    for name, make in SMALL_TASKS.items():
+        # Tasks of one structure (sparse_classification and misgrokking) share the first compile.
+        compiled += _compilations(lambda: _objective_and_metrics(make(0)))
+        assert compiled > 0  # the counter sees compilations
+        assert _compilations(lambda: _objective_and_metrics(make(1))) == 0, f"{name} recompiled for a new seed"
 
 
 def _compilations(fn):
@@ -389,3 +406,29 @@ def test_matrix_completion_with_a_new_seed_does_not_recompile():
     kw = {"solver": "tsit5", "saveat": 4}
     assert _compilations(lambda: gflow.simulate(make(0), LAM, 1.0, **kw).ts) > 0
     assert _compilations(lambda: gflow.simulate(make(5), LAM, 1.0, **kw).ts) == 0
+
+
+# -- an eqx.nn.MLP through every entry point -------------------------------------------------------
+
+
+def test_an_eqx_mlp_runs_through_gd_flow_limit_and_the_slow_flow():
+    kx, kt, ks = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(kx, (6, 3))
+    teacher = eqx.nn.MLP(3, "scalar", 4, 1, activation=jnp.tanh, key=kt)
+    student = eqx.nn.MLP(3, "scalar", 8, 1, activation=jnp.tanh, key=ks)
+    problem = gflow.Problem(student, {"x": x, "y": jax.vmap(teacher)(x)}, loss="mse")
+    # gd follows the flow with an O(lr) error.
+    flow = gflow.simulate(problem, 0.1, 2.0, solver="tsit5", saveat=np.linspace(0.0, 2.0, 5), rtol=1e-10)
+    errors = []
+    for lr in (0.02, 0.01):
+        run = gflow.gd(problem, 0.1, lr, int(round(2.0 / lr)), save_every=int(round(0.5 / lr)))
+        errors.append(np.max(np.abs(np.asarray(run.metrics["train_loss"]) - np.asarray(flow.metrics["train_loss"]))))
+    assert errors[1] < 0.6 * errors[0]
+    # Six examples, 41 parameters: a zero-loss manifold; the slow flow drifts along it and shrinks the norm.
+    limit = gflow.flow_limit(problem)
+    assert float(limit.grad_norm) < 1e-8
+    slow = gflow.slow_flow(problem, 1.0, start=limit, saveat=5)
+    assert bool(slow.ok), slow.message
+    norm = np.asarray(slow.metrics["norm"])
+    assert np.all(np.diff(norm) < 0)
+    assert float(np.nanmax(np.asarray(slow.metrics["manifold_residual"]))) < 1e-8
