@@ -222,16 +222,26 @@ class Problem(eqx.Module):
             _check_objective_shape(self, data, split)
         items = []
         for name, fn in all_metrics.items():
+            if name == "loss":
+                # It would be recorded as train_loss/test_loss, which are the built-in losses.
+                raise ProblemError("metric name 'loss' clashes with the built-in train_loss/test_loss; rename it")
+            missing = []
             for split, data in splits:
                 try:
                     out = eqx.filter_eval_shape(fn, model, data)
                 except (KeyError, IndexError, TypeError) as err:
                     if isinstance(err, TypeError) and "indices" not in str(err):
                         raise
+                    missing.append(f"{split}: {type(err).__name__} {err}")
                     continue  # the metric reads something this split does not carry
                 if getattr(out, "shape", None) != ():
                     raise ProblemError(f"metric {name!r} must return a scalar, got shape {getattr(out, 'shape', out)}")
                 items.append((f"{split}_{name}", split, fn))
+            if len(missing) == len(splits):
+                raise ProblemError(
+                    f"metric {name!r} reads data that no split carries ({'; '.join(missing)}); "
+                    "add the key to train/test or drop the metric"
+                )
         self.metric_items = tuple(items)
 
     # -- the objective ---------------------------------------------------------------
@@ -314,10 +324,17 @@ def _check_parameters(model):
 
 
 def _check_data(data, split):
-    for path, leaf in jtu.tree_leaves_with_path(data):
+    leaves = jtu.tree_leaves_with_path(data)
+    if not leaves:
+        raise ProblemError(f"{split} data is empty (no arrays); pass e.g. {{'x': inputs, 'y': targets}}")
+    for path, leaf in leaves:
         if not eqx.is_array_like(leaf):
             continue
         arr = leaf
+        if np.ndim(arr) >= 1 and np.shape(arr)[0] == 0:
+            raise ProblemError(
+                f"{split} data {_path_str(path)} has no examples (shape {np.shape(arr)}); give at least one"
+            )
         if _is_concrete(arr):
             arr = np.asarray(arr)
             if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):

@@ -106,11 +106,19 @@ def _param_dtype(problem: Problem):
 
 
 def _scalar(name: str, value, dtype) -> jax.Array:
+    if (
+        value is None
+        or isinstance(value, str | bool | np.bool_)
+        or (not isinstance(value, jax.Array | np.ndarray | np.generic | int | float))
+    ):
+        raise ProblemError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     arr = jnp.asarray(value)
     if arr.ndim != 0:
         raise ProblemError(
-            f"{name} must be a scalar, got shape {arr.shape}; run one value per call (gflow.sweep is not there yet)"
+            f"{name} must be a scalar, got shape {arr.shape}; run one value per call (gflow.sweep runs grids)"
         )
+    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
+        raise ProblemError(f"{name} must be a real number, got {value!r} of dtype {arr.dtype}")
     if _is_concrete(arr) and not bool(jnp.isfinite(arr)):
         raise ProblemError(f"{name} must be finite, got {value}")
     return arr.astype(dtype)
@@ -204,7 +212,12 @@ def default_tolerances(dtype, rtol, atol) -> tuple[jax.Array, jax.Array]:
     is64 = jnp.finfo(dtype).bits >= 64
     rtol = (1e-8 if is64 else 1e-5) if rtol is None else rtol
     atol = (1e-10 if is64 else 1e-7) if atol is None else atol
-    return jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype)
+    rtol, atol = _scalar("rtol", rtol, dtype), _scalar("atol", atol, dtype)
+    # A negative tolerance makes every step "accepted" and returns garbage marked successful.
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if _is_concrete(value) and not float(value) > 0:
+            raise ProblemError(f"{name} must be > 0, got {float(value)}")
+    return rtol, atol
 
 
 def save_spec(saveat, dtype, t1=None, name: str = "t1", t0=None) -> tuple[int | None, jax.Array | None]:
