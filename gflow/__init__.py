@@ -8,7 +8,7 @@ import importlib.metadata
 
 from . import models as models, tasks as tasks
 from ._gd import gd as gd
-from ._problem import Problem as Problem, ProblemError as ProblemError
+from ._problem import GflowError as GflowError, Problem as Problem, ProblemError as ProblemError
 from ._simulate import (
     SOLVER_NAMES as SOLVER_NAMES,
     choose_solver as choose_solver,

@@ -71,7 +71,7 @@ def run_config(cfg, out_dir, *, progress: bool = True, echo=print, problem=None)
     echo(
         f"  {exp.task}({', '.join(f'{k}={v}' for k, v in cfg['task'].items())}); "
         f"λ = {run['lam']:g}, t1 = {run['t1']:g} ({'τ' if run['time'] == 'slow' else 't'}), "
-        f"{count_params(problem.model)} parameters"
+        f"{count_params(problem)} parameters"
     )
     saveat = run["saves"]
     if run["t_min"] is not None:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._problem import Problem, ProblemError
+from ._problem import GflowError, Problem, ProblemError
 from ._simulate import (
     _param_dtype,
     _simulate,
@@ -33,7 +33,7 @@ from ._simulate import (
 from ._solution import RESULTS
 
 
-class SweepStoreError(ValueError):
+class SweepStoreError(GflowError):
     """A sweep store on disk does not match the sweep asked for (or is unreadable)."""
 
 
