@@ -479,7 +479,8 @@ def join(first: Trajectory, second: Trajectory) -> Trajectory:
     params = None
     if first.params is not None and second.params is not None:
         params = jtu.tree_map(lambda a, b: jnp.concatenate([a[keep], b[later]]), first.params, second.params)
-    counted = ("num_steps", "num_accepted_steps", "num_rejected_steps", "num_vf_evals", *COUNT_KEYS)
+    # Work counters add up across the pieces (COUNT_KEYS already holds num_vf_evals).
+    counted = ("num_steps", "num_accepted_steps", "num_rejected_steps", *COUNT_KEYS)
     stats = dict(second.stats)
     for k in counted:
         if k in first.stats and k in second.stats:

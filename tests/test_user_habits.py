@@ -240,6 +240,16 @@ def test_a_run_continued_in_two_pieces_equals_one_run():
     assert ds.sizes["time"] == ts.size
 
 
+def test_a_continued_stiff_run_adds_its_work_counts_once():
+    model, data = _teacher_student()
+    problem = gflow.Problem(model, data, loss="mse")
+    first = gflow.simulate(problem, LAM, 5.0, solver="ros34pw2", saveat=3)
+    joined = gflow.simulate(problem, LAM, 20.0, solver="ros34pw2", saveat=3, start=first)
+    piece = gflow.simulate(problem, LAM, 20.0, solver="ros34pw2", saveat=3, start=first.final, t0=first.t_final)
+    for key in ("num_steps", "num_vf_evals", "num_vjps"):
+        assert int(joined.stats[key]) == int(first.stats[key]) + int(piece.stats[key]), key
+
+
 def test_continuing_a_stopped_run_and_from_a_model():
     model, data = _teacher_student()
     problem = gflow.Problem(model, data, loss="mse")
