@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from . import tasks
+from ._files import write_atomic, write_manifest
 from ._simulate import count_params, log_times, simulate
 from .analysis import phase_times
 from .experiments import call_factory, get_experiment, to_toml, validate_config
@@ -52,17 +53,23 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
-def run_config(cfg, out_dir, *, progress: bool = True, echo=print, problem=None) -> dict:
+def run_config(cfg, out_dir, *, progress: bool = True, echo=print, problem=None, shown_as=None) -> dict:
     """Run a resolved configuration into the (existing, empty) folder `out_dir`.
+
+    Every file is written atomically (`gflow._files.write_atomic`) and listed in the folder's
+    `gflow-manifest.json`, the only files a later `--overwrite` may delete.
 
     `problem`: the already built `build_problem(cfg)`, if the caller checked it before making the folder.
     `progress`: a tqdm bar if stderr is a terminal, else a plain start and end line on stderr.
+    `shown_as`: the folder's name in messages (the CLI writes into a staging sibling that is renamed
+    to it on success).
     """
     cfg = validate_config(cfg)
     out_dir = pathlib.Path(out_dir)
+    shown_as = out_dir if shown_as is None else pathlib.Path(shown_as)
     exp = get_experiment(cfg["experiment"])
     run = cfg["run"]
-    (out_dir / "config.toml").write_text(to_toml(cfg))
+    write_atomic(out_dir / "config.toml", to_toml(cfg))
 
     if problem is None:
         problem = build_problem(cfg)
@@ -104,10 +111,10 @@ def run_config(cfg, out_dir, *, progress: bool = True, echo=print, problem=None)
 
     ds = traj.to_xarray()
     ds.attrs["experiment"] = exp.name
-    ds.to_netcdf(out_dir / "trajectory.nc", engine="scipy")
-    eqx.tree_serialise_leaves(out_dir / "final.eqx", traj.final)
+    write_atomic(out_dir / "trajectory.nc", bytes(ds.to_netcdf(engine="scipy")))
+    write_atomic(out_dir / "final.eqx", lambda fh: eqx.tree_serialise_leaves(fh, traj.final))
     summary = _summary(exp, cfg, traj, wall)
-    (out_dir / "summary.md").write_text(summary["markdown"])
+    write_atomic(out_dir / "summary.md", summary["markdown"])
     meta = {
         "gflow": _version(),
         "jax": jax.__version__,
@@ -120,12 +127,13 @@ def run_config(cfg, out_dir, *, progress: bool = True, echo=print, problem=None)
         "wall_seconds_including_compilation": wall,
         "command": " ".join(sys.argv),
     }
-    (out_dir / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_atomic(out_dir / "metadata.json", json.dumps(meta, indent=2) + "\n")
     plot_run(out_dir, traj=traj)
+    write_manifest(out_dir, RUN_FILES)
     for line in summary["lines"]:
         echo(line)
-    echo(f"  wrote {out_dir}/ ({', '.join(RUN_FILES)})")
-    return {"trajectory": traj, "phases": summary["phases"], "wall_s": wall, "out": out_dir}
+    echo(f"  wrote {shown_as}/ ({', '.join(RUN_FILES)})")
+    return {"trajectory": traj, "phases": summary["phases"], "wall_s": wall, "out": shown_as}
 
 
 def _version(name="gflow"):
@@ -185,12 +193,19 @@ def plot_run(run_dir, *, traj=None) -> list[pathlib.Path]:
     written = []
     if (run_dir / "trajectory.nc").exists():
         if traj is None:
-            traj = _trajectory_from_netcdf(run_dir / "trajectory.nc")
+            try:
+                traj = _trajectory_from_netcdf(run_dir / "trajectory.nc")
+            except Exception as err:  # any damage: truncated, not NetCDF, missing attributes
+                from ._problem import ProblemError
+
+                raise ProblemError(
+                    f"{run_dir / 'trajectory.nc'} is unreadable or not written by gflow "
+                    f"({type(err).__name__}); rerun it with gflow run {run_dir / 'config.toml'}"
+                ) from None
         exp_name = _experiment_name(run_dir)
         phases = _phase_times(traj)
         fig = plot_trajectory(traj, phases=phases, title=f"{exp_name}: learning curves (λ = {float(traj.lam):g})")
-        path = run_dir / "trajectory.png"
-        fig.savefig(path, dpi=110)
+        path = write_atomic(run_dir / "trajectory.png", lambda fh: fig.savefig(fh, format="png", dpi=110))
         plt.close(fig)
         written.append(path)
     if (run_dir / "store" / "config.json").exists():
@@ -199,8 +214,7 @@ def plot_run(run_dir, *, traj=None) -> list[pathlib.Path]:
 
         ds = load_sweep(run_dir / "store")
         fig = plot_sweep(ds, metric=sweep_metric(ds), title=f"{_experiment_name(run_dir)}: collapse in slow time")
-        path = run_dir / "sweep.png"
-        fig.savefig(path, dpi=110)
+        path = write_atomic(run_dir / "sweep.png", lambda fh: fig.savefig(fh, format="png", dpi=110))
         plt.close(fig)
         written.append(path)
     if not written:
@@ -226,12 +240,13 @@ def sweep_metric(ds, metric: str | None = None) -> str:
 
 
 def _experiment_name(run_dir: pathlib.Path) -> str:
-    cfg = run_dir / "config.toml"
-    if cfg.exists():
-        import tomllib
+    import tomllib
 
-        return tomllib.loads(cfg.read_text()).get("experiment", run_dir.name)
-    return run_dir.name
+    try:
+        name = tomllib.loads((run_dir / "config.toml").read_text()).get("experiment")
+    except (OSError, ValueError):  # absent or damaged: the figure title falls back to the folder name
+        name = None
+    return name if isinstance(name, str) else run_dir.name
 
 
 def _trajectory_from_netcdf(path):

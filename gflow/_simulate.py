@@ -70,6 +70,10 @@ AUTO_MAX_WOODBURY_OUTPUTS = 128
 AUTO_MAX_WOODBURY_WORK = 2e8  # N²·d
 
 DEFAULT_NUM_SAVES = 200
+# Bounds on sizes that become array shapes or loop bounds: beyond them XLA aborts the process
+# (an int64 shape overflows) instead of raising, so they are refused first.
+MAX_SAVES = 1_000_000
+MAX_STEPS = 2**31 - 1
 
 
 def log_times(t1, n: int = DEFAULT_NUM_SAVES, t_min=None) -> jax.Array:
@@ -203,8 +207,8 @@ def check_options(time: str, solver: str, max_steps: int) -> None:
         raise ProblemError(f"time must be 'fast' (ODE time t) or 'slow' (tau = lam*t), got {time!r}")
     if not isinstance(solver, str) or solver not in SOLVER_NAMES:
         raise ProblemError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ProblemError(f"max_steps must be a positive int, got {max_steps!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or not 1 <= max_steps <= MAX_STEPS:
+        raise ProblemError(f"max_steps must be an int in [1, {MAX_STEPS}], got {max_steps!r}")
 
 
 def default_tolerances(dtype, rtol, atol) -> tuple[jax.Array, jax.Array]:
@@ -224,9 +228,13 @@ def save_spec(saveat, dtype, t1=None, name: str = "t1", t0=None) -> tuple[int | 
     """`saveat` as (number of log-spaced save times, None) or (None, explicit times in [t0, t1])."""
     if saveat is None:
         return DEFAULT_NUM_SAVES, None
+    if isinstance(saveat, bool):
+        raise ProblemError("saveat must be None, an int (number of save times), or a 1-D array of times; got a bool")
     if isinstance(saveat, int):
-        if saveat < 2:
-            raise ProblemError(f"saveat as an int is the number of save times and must be >= 2, got {saveat}")
+        if not 2 <= saveat <= MAX_SAVES:
+            raise ProblemError(
+                f"saveat as an int is the number of save times and must be in [2, {MAX_SAVES}], got {saveat}"
+            )
         return saveat, None
     save_ts = jnp.asarray(saveat, dtype)
     if save_ts.ndim != 1 or save_ts.size < 1:

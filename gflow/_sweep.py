@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import itertools
 import json
 import math
-import os
 import pathlib
 import sys
+import tempfile
 import time as _time
 from collections.abc import Callable, Sequence
 
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._files import write_atomic
 from ._problem import GflowError, Problem, ProblemError
 from ._simulate import (
     _param_dtype,
@@ -37,7 +39,8 @@ class SweepStoreError(GflowError):
     """A sweep store on disk does not match the sweep asked for (or is unreadable)."""
 
 
-STORE_FORMAT = 1
+# 2: completion markers with member ranges and checksums; the problem factory's fingerprint.
+STORE_FORMAT = 2
 
 # Default members per compiled call and CPU device (`sweep(chunk_size=None)`). A vmapped adaptive
 # solve steps every member until the slowest one ends, and on a CPU each member's step costs about
@@ -67,11 +70,23 @@ def log_range(spec: str) -> np.ndarray:
 
 
 def _grid_values(name, values, *, positive=False, integer=False) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(values, dtype=np.int64 if integer else np.float64))
+    try:
+        given = np.atleast_1d(np.asarray(values))
+        if given.dtype.kind not in "biuf":
+            raise TypeError
+        arr = given.astype(np.float64)
+    except (TypeError, ValueError):
+        kind = "integers" if integer else "real numbers"
+        raise ProblemError(f"{name} values must be {kind}, got {values!r}") from None
     if arr.ndim != 1 or arr.size == 0:
         raise ProblemError(f"{name} must be a non-empty 1-D list of values")
     if not np.all(np.isfinite(arr)):
         raise ProblemError(f"{name} values must be finite")
+    if integer:
+        # Seeds become uint32 PRNG keys: 2**32 would silently be seed 0, -1 seed 2**32 - 1.
+        if given.dtype.kind == "b" or np.any(arr != np.round(arr)) or np.any(arr < 0) or np.any(arr >= 2**32):
+            raise ProblemError(f"{name} values must be integers in [0, 2**32), got {values!r}")
+        arr = arr.astype(np.int64)
     if positive and np.any(arr <= 0):
         raise ProblemError(f"{name} values must be > 0 here")
     if len(np.unique(arr)) != arr.size:
@@ -148,31 +163,212 @@ def _describe_fn(fn) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _write_text_atomic(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+# -- the identity of a sweep's problem factory ------------------------------------------------
+
+# Code from these packages is identified by its qualified name only: its body changes with their
+# releases, not with the user's experiment.
+_LIBRARIES = frozenset(
+    "gflow jax jaxlib numpy equinox diffrax optax lineax optimistix scipy xarray builtins functools "
+    "math operator itertools collections typing abc".split()
+)
+
+
+class _NoFingerprint(Exception):
+    """The factory holds something whose content cannot be hashed."""
+
+
+def problem_fingerprint(make_problem) -> tuple[str | None, str]:
+    """A SHA-256 of a problem factory's code and captured values, or (None, why not).
+
+    It covers the function's bytecode and constants (not its file position), defaults, closure
+    values (arrays by their bytes), the `functools.partial` arguments or dataclass fields it is
+    built from, and, recursively, the functions, classes and values of its own module that it
+    names. Library code (jax, numpy, gflow, ...) counts by name. Two closures of the same name
+    with different captured values, or a changed function body, get different fingerprints.
+    """
+    digest = hashlib.sha256()
+    try:
+        _feed(digest, make_problem, set(), 0)
+    except _NoFingerprint as why:
+        return None, str(why)
+    except RecursionError:
+        return None, "it is nested too deeply"
+    return digest.hexdigest(), ""
+
+
+def _is_library(module_name) -> bool:
+    return not isinstance(module_name, str) or module_name.split(".")[0] in _LIBRARIES
+
+
+def _feed(digest, obj, seen: set, depth: int) -> None:
+    import dataclasses
+    import functools
+    import types
+
+    def put(*parts):
+        for part in parts:
+            digest.update(repr(part).encode())
+            digest.update(b"\0")
+
+    if depth > 40:
+        raise _NoFingerprint("it is nested too deeply")
+    nested = depth + 1
+    if obj is None or isinstance(obj, bool | int | float | complex | str | bytes):
+        put(type(obj).__name__, obj)
+    elif isinstance(obj, np.ndarray | np.generic | jax.Array):
+        arr = np.asarray(obj)
+        put("array", arr.dtype.str, arr.shape)
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    elif isinstance(obj, list | tuple | frozenset | set):
+        items = sorted(obj, key=repr) if isinstance(obj, set | frozenset) else obj
+        put(type(obj).__name__, len(items))
+        for item in items:
+            _feed(digest, item, seen, nested)
+    elif isinstance(obj, dict):
+        put("dict", len(obj))
+        for key in sorted(obj, key=repr):
+            _feed(digest, key, seen, nested)
+            _feed(digest, obj[key], seen, nested)
+    elif isinstance(obj, types.ModuleType):
+        put("module", obj.__name__)
+    elif isinstance(obj, functools.partial):
+        put("partial")
+        for part in (obj.func, obj.args, obj.keywords):
+            _feed(digest, part, seen, nested)
+    elif isinstance(obj, types.MethodType):
+        put("method")
+        _feed(digest, obj.__func__, seen, nested)
+        _feed(digest, obj.__self__, seen, nested)
+    elif isinstance(obj, types.FunctionType):
+        put("function", obj.__module__, obj.__qualname__)
+        if _is_library(obj.__module__) or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        names = _feed_code(digest, obj.__code__)
+        for part in (obj.__defaults__, obj.__kwdefaults__):
+            _feed(digest, part, seen, nested)
+        for cell in obj.__closure__ or ():
+            try:
+                _feed(digest, cell.cell_contents, seen, nested)
+            except ValueError:  # a cell not yet filled
+                put("empty cell")
+        for name in sorted(names):
+            if name in obj.__globals__:
+                value = obj.__globals__[name]
+                put("global", name)
+                _feed_global(digest, value, obj.__module__, seen, nested, put)
+    elif isinstance(obj, type):
+        put("class", obj.__module__, obj.__qualname__)
+        if not _is_library(obj.__module__) and id(obj) not in seen:
+            seen.add(id(obj))
+            for name, member in sorted(vars(obj).items()):
+                if isinstance(member, types.FunctionType | staticmethod | classmethod | property):
+                    put(name)
+                    _feed(digest, getattr(member, "__func__", getattr(member, "fget", member)), seen, nested)
+    elif hasattr(obj, "_fingerprint_parts"):  # gflow's own factories (a user factory names its function)
+        put(type(obj).__qualname__)
+        _feed(digest, obj._fingerprint_parts(), seen, nested)
+    elif dataclasses.is_dataclass(obj):  # equinox Modules included: their fields are their content
+        _feed(digest, type(obj), seen, nested)
+        for field in dataclasses.fields(obj):
+            put(field.name)
+            _feed(digest, getattr(obj, field.name), seen, nested)
+    elif hasattr(obj, "__wrapped__"):  # jax.jit, functools.wraps and similar wrappers
+        put("wrapper", type(obj).__qualname__)
+        _feed(digest, obj.__wrapped__, seen, nested)
+    elif isinstance(obj, types.BuiltinFunctionType | np.ufunc) or _is_library(type(obj).__module__):
+        put("library object", type(obj).__module__, type(obj).__qualname__, getattr(obj, "__name__", ""))
+    elif callable(obj) and hasattr(obj, "__dict__"):  # an instance of a user's callable class
+        _feed(digest, type(obj), seen, nested)
+        _feed(digest, vars(obj), seen, nested)
+    else:
+        raise _NoFingerprint(f"it holds a {type(obj).__qualname__}, whose content cannot be hashed")
+
+
+def _feed_code(digest, code) -> set[str]:
+    """Bytecode, constants and names of a code object and its nested ones; returns the global names used."""
+    digest.update(code.co_code)
+    digest.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            names |= _feed_code(digest, const)
+        else:
+            digest.update(repr((type(const).__name__, const)).encode())
+    return names
+
+
+def _feed_global(digest, value, module: str, seen: set, depth: int, put) -> None:
+    """A global name the factory uses: its own module's code and values count, libraries by name."""
+    import types
+
+    if isinstance(value, types.ModuleType):
+        put("module", value.__name__)
+    elif isinstance(value, types.FunctionType | type) and getattr(value, "__module__", None) != module:
+        put("imported", getattr(value, "__module__", "?"), value.__qualname__)
+    else:
+        try:
+            _feed(digest, value, seen, depth)
+        except _NoFingerprint:
+            # A global the factory merely names (a logger, a cache): its type, not its content.
+            put("unhashed global", type(value).__module__, type(value).__qualname__)
+
+
+def _digest(arr: np.ndarray) -> str:
+    arr = np.ascontiguousarray(arr)
+    return hashlib.sha256(repr((arr.dtype.str, arr.shape)).encode() + arr.tobytes()).hexdigest()
+
+
+class _DamagedChunk(Exception):
+    """A finished chunk whose data no longer matches what was written."""
+
+
+# Written explicitly into every `result` (and `stopped_by`) array so that a chunk file that goes
+# missing reads back as this, not as 0 (= successful), Zarr's default fill value.
+_NEVER_WRITTEN = np.int32(-(2**31))
 
 
 class _Store:
     """A directory: `config.json`, then per finished chunk `chunk-XXXXX.zarr` and a marker
-    `chunk-XXXXX.done` written after the data (so a chunk killed mid-write is redone)."""
+    `chunk-XXXXX.done` written after the data (so a chunk killed mid-write is redone).
 
-    def __init__(self, path, config: dict):
+    The marker records the chunk's member range and a SHA-256 of every variable: on load, a
+    chunk whose files were deleted, altered or swapped with another chunk's is reported by name
+    (and recomputed by `sweep`), never read back as data.
+    """
+
+    def __init__(self, path, config: dict, unhashable: str = ""):
         self.path = pathlib.Path(path)
+        self.chunk_size = config["chunk_size"]
         cfg_file = self.path / "config.json"
         wanted = json.loads(_config_json(config))
+        if self.path.exists() and not self.path.is_dir():
+            raise SweepStoreError(f"sweep store {self.path} is a file; give a folder path for store=")
         if cfg_file.exists():
             try:
                 found = json.loads(cfg_file.read_text())
-            except (OSError, json.JSONDecodeError) as err:
+                if not isinstance(found, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as err:
                 raise SweepStoreError(
                     f"sweep store {self.path} has an unreadable config.json ({err}); use a new store path"
                 ) from None
+            if found.get("format") != STORE_FORMAT:
+                raise SweepStoreError(
+                    f"sweep store {self.path} was written in store format {found.get('format')!r}, this gflow "
+                    f"writes format {STORE_FORMAT}; use a new store path, or delete this one to start over"
+                )
+            if wanted["problem"] is None:
+                raise SweepStoreError(
+                    f"cannot resume sweep store {self.path}: make_problem cannot be fingerprinted "
+                    f"({unhashable}), so gflow cannot tell whether it changed since the store was "
+                    "written; pass store_key='...' (a name you keep for this exact problem) on every run"
+                )
             if found != wanted:
                 diff = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+                hint = " (make_problem's code, captured values or arguments changed)" if diff == ["problem"] else ""
                 raise SweepStoreError(
-                    f"sweep store {self.path} was made by a different sweep (differs in: {', '.join(diff)}); "
+                    f"sweep store {self.path} was made by a different sweep (differs in: {', '.join(diff)}){hint}; "
                     "use a new store path, or delete this one to start over"
                 )
         else:
@@ -180,9 +376,19 @@ class _Store:
                 raise SweepStoreError(f"{self.path} exists and is not a gflow sweep store; choose another store path")
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
+                write_atomic(cfg_file, _config_json(config))
             except OSError as err:
                 raise SweepStoreError(f"cannot create sweep store {self.path}: {err.strerror}") from None
-            _write_text_atomic(cfg_file, _config_json(config))
+
+    def check_writable(self) -> None:
+        """Fail now, before any compute, if finished chunks could not be written."""
+        try:
+            with tempfile.TemporaryFile(dir=self.path):
+                pass
+        except OSError as err:
+            raise SweepStoreError(
+                f"sweep store {self.path} is not writable ({err.strerror}); make it writable or use a new store path"
+            ) from None
 
     def _stem(self, i: int) -> str:
         return f"chunk-{i:05d}"
@@ -190,14 +396,56 @@ class _Store:
     def done(self, i: int) -> bool:
         return (self.path / f"{self._stem(i)}.done").exists()
 
-    def load(self, i: int):
-        import xarray as xr
-
-        return xr.open_zarr(self.path / f"{self._stem(i)}.zarr", consolidated=False).load()
+    def load(self, i: int, n_members: int):
+        """Chunk `i`, checked against its marker; raises `_DamagedChunk` saying what is wrong."""
+        return read_chunk(self.path, i, self.chunk_size, n_members)
 
     def save(self, i: int, ds) -> None:
-        ds.to_zarr(self.path / f"{self._stem(i)}.zarr", mode="w", consolidated=False)
-        _write_text_atomic(self.path / f"{self._stem(i)}.done", "")
+        stem = self._stem(i)
+        marker = {
+            "members": [int(ds["member"].values[0]), int(ds["member"].values[-1]) + 1],
+            "sha256": {name: _digest(ds[name].values) for name in sorted(ds.variables)},
+        }
+        encoding = {name: {"fill_value": _NEVER_WRITTEN} for name in ("result", "stopped_by") if name in ds}
+        try:
+            # The marker goes first and last: a chunk being rewritten is never "done".
+            (self.path / f"{stem}.done").unlink(missing_ok=True)
+            ds.to_zarr(
+                self.path / f"{stem}.zarr", mode="w", consolidated=False, write_empty_chunks=True, encoding=encoding
+            )
+            write_atomic(self.path / f"{stem}.done", json.dumps(marker))
+        except OSError as err:
+            raise SweepStoreError(
+                f"cannot write {stem} to sweep store {self.path} ({err.strerror}); the chunks already finished "
+                "are kept: free space or fix permissions, then rerun the same sweep to resume"
+            ) from None
+
+
+def read_chunk(path: pathlib.Path, i: int, chunk_size: int, n_members: int):
+    """Read and verify chunk `i` of a store (member range and per-variable SHA-256)."""
+    import xarray as xr
+
+    stem = f"chunk-{i:05d}"
+    try:
+        marker = json.loads((path / f"{stem}.done").read_text())
+        recorded, members = marker["sha256"], marker["members"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise _DamagedChunk(f"{stem}: its completion marker is unreadable") from None
+    lo, hi = i * chunk_size, min((i + 1) * chunk_size, n_members)
+    if members != [lo, hi]:
+        raise _DamagedChunk(f"{stem}: its marker is for members {members}, not [{lo}, {hi}]")
+    try:
+        ds = xr.open_zarr(path / f"{stem}.zarr", consolidated=False).load()
+    except Exception as err:  # missing or corrupt metadata, codecs, chunks: all mean damage
+        raise _DamagedChunk(f"{stem}: unreadable ({type(err).__name__})") from None
+    if not np.array_equal(ds["member"].values if "member" in ds.coords else [], np.arange(lo, hi)):
+        raise _DamagedChunk(f"{stem}: it holds other members than [{lo}, {hi}) (chunk files swapped?)")
+    if set(ds.variables) != set(recorded):
+        raise _DamagedChunk(f"{stem}: its variables differ from those written")
+    for name in sorted(recorded):
+        if _digest(ds[name].values) != recorded[name]:
+            raise _DamagedChunk(f"{stem}: {name} differs from what was written (checksum mismatch)")
+    return ds
 
 
 def _chunk_dataset(traj, index: np.ndarray):
@@ -233,6 +481,7 @@ def sweep(
     atol=None,
     max_steps: int = 200_000,
     stop=None,
+    store_key: str | None = None,
 ):
     r"""Run `simulate` over the grid λ × seed × α in one compiled, vmapped, sharded call per chunk.
 
@@ -268,7 +517,13 @@ def sweep(
     - `store`: a directory path. Each finished chunk is written there (Zarr, through xarray)
       before the next starts; running the same sweep again skips finished chunks, so a killed
       sweep resumes without redoing or corrupting work. A store made by a different sweep
-      (any configuration difference) is refused with `SweepStoreError`.
+      (any configuration difference, including a change in `make_problem`'s code or captured
+      values: see `problem_fingerprint`) is refused with `SweepStoreError`. Every chunk is
+      checked on load against the member range and SHA-256 checksums recorded when it was
+      written; a damaged chunk is reported by name on stderr and recomputed.
+    - `store_key`: a name that identifies `make_problem` in the store when its content cannot be
+      fingerprinted (it holds an object gflow cannot hash); without it such a store is refused on
+      resume. When given, it replaces the fingerprint: you vouch that the problem is unchanged.
     - `devices`: the JAX devices to shard the members over (default: all, `jax.devices()`).
       On several hosts, call `jax.distributed.initialize()` first (see the README).
     - `progress`: a tqdm bar over chunks with an ETA on a terminal; off a terminal, one plain
@@ -359,6 +614,8 @@ def sweep(
 
     devices = list(jax.devices() if devices is None else devices)
     n_dev = len(devices)
+    if n_dev == 0:
+        raise ProblemError("devices is empty; pass None (all devices) or a list of jax devices")
     if chunk_size is None:
         on_cpu = all(d.platform == "cpu" for d in devices)
         chunk_size = CPU_CHUNK_SIZE * n_dev if on_cpu else n_members
@@ -366,9 +623,13 @@ def sweep(
     chunk = int(math.ceil(chunk / n_dev) * n_dev)
     n_chunks = int(math.ceil(n_members / chunk))
 
+    if store_key is not None and (not isinstance(store_key, str) or not store_key):
+        raise ProblemError(f"store_key must be a non-empty string, got {store_key!r}")
+    fingerprint, unhashable = problem_fingerprint(make_problem) if store_key is None else (None, "")
     config = {
         "format": STORE_FORMAT,
         "make_problem": _describe_fn(make_problem),
+        "problem": {"store_key": store_key} if store_key is not None else fingerprint,
         "lam": lam_values,
         "seed": seed_values,
         "alpha": alpha_values if has_alpha else None,
@@ -387,7 +648,9 @@ def sweep(
     if stops:
         # Only when given, so that stores written before `stop` existed still resume.
         config["stop"] = [[name, op, float(v)] for (name, op), v in zip(stops, np.asarray(stop_values), strict=True)]
-    disk = _Store(store, config) if store is not None else None
+    disk = _Store(store, config, unhashable) if store is not None else None
+    if disk is not None and not all(disk.done(c) for c in range(n_chunks)):
+        disk.check_writable()
 
     mesh = jax.sharding.Mesh(np.array(devices), ("members",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))
@@ -401,13 +664,20 @@ def sweep(
     # one plain line per chunk instead.
     lines = progress and bar is None
     began = _time.perf_counter()
-    chunks, computed, loaded, compile_s = [], 0, 0, None
+    chunks, computed, loaded, damaged, compile_s = [], 0, 0, 0, None
     for c in range(n_chunks):
         lo, hi = c * chunk, min((c + 1) * chunk, n_members)
         index = np.arange(lo, hi)
+        ds = None
         if disk is not None and disk.done(c):
-            chunks.append(disk.load(c))
-            loaded += 1
+            try:
+                ds = disk.load(c, n_members)
+                loaded += 1
+            except _DamagedChunk as why:
+                print(f"sweep: store {disk.path}: {why}; recomputing it", file=sys.stderr, flush=True)
+                damaged += 1
+        if ds is not None:
+            chunks.append(ds)
         else:
             # Pad the last chunk with copies of its last member: one compiled shape for all chunks.
             pad = np.concatenate([index, np.full(chunk - index.size, index[-1])])
@@ -463,6 +733,7 @@ def sweep(
             "diffrax_version": diffrax.__version__,
             "chunks_computed": computed,
             "chunks_loaded": loaded,
+            "chunks_damaged_and_recomputed": damaged,
         }
     )
     if compile_s is not None:
@@ -525,16 +796,29 @@ def load_sweep(store, *, partial: bool = False):
     cfg_file = path / "config.json"
     if not cfg_file.exists():
         raise SweepStoreError(f"{path} is not a gflow sweep store (no config.json)")
-    config = json.loads(cfg_file.read_text())
-    parts = sorted(p for p in path.glob("chunk-*.zarr") if p.with_suffix(".done").exists())
-    n_members = len(config["lam"]) * len(config["seed"]) * (len(config["alpha"]) if config["alpha"] else 1)
-    n_chunks = int(math.ceil(n_members / config["chunk_size"]))
-    if not parts or (len(parts) < n_chunks and not partial):
+    try:
+        config = json.loads(cfg_file.read_text())
+        n_members = len(config["lam"]) * len(config["seed"]) * (len(config["alpha"]) if config["alpha"] else 1)
+        n_chunks = int(math.ceil(n_members / config["chunk_size"]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise SweepStoreError(
-            f"sweep store {path} has {len(parts)} of {n_chunks} chunks finished; rerun the sweep to finish it, "
+            f"sweep store {path} has an unreadable config.json ({type(err).__name__}); it cannot be read back"
+        ) from None
+    if config.get("format") != STORE_FORMAT:
+        raise SweepStoreError(f"sweep store {path} is in store format {config.get('format')!r}, not {STORE_FORMAT}")
+    finished = [c for c in range(n_chunks) if (path / f"chunk-{c:05d}.done").exists()]
+    if not finished or (len(finished) < n_chunks and not partial):
+        raise SweepStoreError(
+            f"sweep store {path} has {len(finished)} of {n_chunks} chunks finished; rerun the sweep to finish it, "
             "or pass partial=True"
         )
-    flat = xr.concat([xr.open_zarr(p, consolidated=False).load() for p in parts], dim="member")
+    parts = []
+    for c in finished:
+        try:
+            parts.append(read_chunk(path, c, config["chunk_size"], n_members))
+        except _DamagedChunk as why:
+            raise SweepStoreError(f"sweep store {path} is damaged: {why}; rerun the sweep to recompute it") from None
+    flat = xr.concat(parts, dim="member")
     if partial:
         flat.attrs["config"] = json.dumps(config)
         return flat

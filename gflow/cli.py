@@ -13,42 +13,13 @@ gflow writes plain lines (no carriage returns) so that logs stay readable.
 from __future__ import annotations
 
 import argparse
-import datetime
+import math
 import pathlib
-import shutil
 import sys
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit code 2."""
-
-
-def _run_dir(out: str | None, name: str, *, overwrite: bool = False) -> pathlib.Path:
-    """The run folder: `out` if given (absent or empty, or `overwrite`), else a new timestamped one."""
-    if out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        base = pathlib.Path("gflow-runs") / f"{name}-{stamp}"
-        path, i = base, 1
-        while path.exists():
-            path, i = base.with_name(f"{base.name}-{i}"), i + 1
-    else:
-        path = pathlib.Path(out)
-        if path.exists() and not path.is_dir():
-            raise CliError(f"output path {path} is a file; choose a folder with --out")
-        if path.exists() and any(path.iterdir()):
-            if not overwrite:
-                raise CliError(
-                    f"output folder {path} exists and is not empty; choose a new --out (or --overwrite to replace it)"
-                )
-            shutil.rmtree(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".gflow-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise CliError(f"cannot write to output folder {path}: {err.strerror}; choose another --out") from None
-    return path
 
 
 def _cmd_list(args) -> int:
@@ -67,6 +38,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from ._files import staged_folder, target_folder
     from ._runner import build_problem, run_config
     from .experiments import resolve_config
 
@@ -74,12 +46,15 @@ def _cmd_run(args) -> int:
     # Build the problem before making the folder, so a failing task or factory leaves nothing behind.
     problem = build_problem(cfg)
     name = cfg["experiment"].replace(":", "-").replace(".", "-")
-    out = _run_dir(args.out, name, overwrite=args.overwrite)
-    run_config(cfg, out, progress=not args.quiet, problem=problem)
+    out = target_folder(args.out, name, overwrite=args.overwrite)
+    # Written into a sibling that replaces `out` only once the run has succeeded.
+    with staged_folder(out) as stage:
+        run_config(cfg, stage, progress=not args.quiet, problem=problem, shown_as=out)
     return 0
 
 
 def _cmd_demo(args) -> int:
+    from ._files import staged_folder, target_folder
     from ._runner import run_config
     from .experiments import resolve_config
 
@@ -87,9 +62,10 @@ def _cmd_demo(args) -> int:
     if args.solver:
         overrides.append(f"run.solver={args.solver}")
     cfg = resolve_config("diagonal_squares", overrides=overrides)
-    out = _run_dir(args.out, "demo")
+    out = target_folder(args.out, "demo")
     print("gflow demo: a diagonal linear network that groks (the 'diagonal_squares' experiment)")
-    run_config(cfg, out, progress=not args.quiet)
+    with staged_folder(out) as stage:
+        run_config(cfg, stage, progress=not args.quiet, shown_as=out)
     return 0
 
 
@@ -111,6 +87,7 @@ def _cmd_sweep(args) -> int:
     import numpy as np
 
     from . import _sweep
+    from ._files import write_atomic
     from ._runner import _stderr_is_terminal, sweep_metric
     from .experiments import _factory_takes_alpha, get_experiment
     from .plot import plot_sweep
@@ -129,15 +106,27 @@ def _cmd_sweep(args) -> int:
         alpha = _sweep.log_range(args.alpha) if args.alpha else np.asarray(exp.sweep_alpha)
     elif args.alpha:
         raise CliError(f"experiment {exp.name} has no init-scale axis; drop --alpha")
-    if args.seeds < 1:
-        raise CliError("--seeds must be at least 1")
+    if not 1 <= args.seeds <= 2**32:
+        raise CliError(f"--seeds must be in [1, 2**32] (seeds 0..N-1), got {args.seeds}")
     make_problem = exp.make_problem(full=args.full, alpha=alpha is not None) if exp.is_user else None
     if exp.is_user:
         # One concrete call first: a factory that raises or returns no Problem is refused before any folder
         # is made, with its own message rather than a trace from inside the vmapped sweep.
         make_problem(jax.random.PRNGKey(0), *(() if alpha is None else (float(alpha[0]),)))
+    if args.metric is not None:
+        # Checked on one member now, not after the whole sweep has been computed.
+        from ._flow import metric_names
+
+        probe = make_problem if exp.is_user else exp.make_problem(full=args.full)
+        names = metric_names(probe(jax.random.PRNGKey(0), *(() if alpha is None else (float(alpha[0]),))))
+        if args.metric not in names:
+            raise CliError(f"unknown metric {args.metric!r} for {exp.name}; it records {', '.join(names)}")
     tau1 = exp.tau1 if args.tau1 is None else args.tau1
+    if not (math.isfinite(tau1) and tau1 > 0):
+        raise CliError(f"--tau1 must be a finite number > 0, got {tau1}")
     out = pathlib.Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file; give a folder for the sweep (it will hold store/ and sweep.png)")
     store = out / "store"
     if out.exists() and not (store / "config.json").exists() and any(out.iterdir()):
         raise CliError(f"output folder {out} exists and holds no sweep store; choose a new --out")
@@ -172,8 +161,7 @@ def _cmd_sweep(args) -> int:
         print(f"gflow: sweep finished in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     metric = sweep_metric(ds, args.metric or (None if exp.is_user else exp.metric))
     fig = plot_sweep(ds, metric=metric, title=f"gflow sweep {exp.name}: collapse in slow time")
-    png = out / "sweep.png"
-    fig.savefig(png, dpi=110)
+    png = write_atomic(out / "sweep.png", lambda fh: fig.savefig(fh, format="png", dpi=110))
     n_bad = int((~ds["ok"]).sum())
     print(
         f"  solver {ds.attrs['solver']}; {ds.attrs['chunks_computed']} chunk(s) computed, "
@@ -282,14 +270,22 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from ._problem import ProblemError
-    from ._sweep import SweepStoreError
+    from ._problem import GflowError
 
     try:
         return args.func(args)
-    except (CliError, ProblemError, SweepStoreError) as err:
-        print(f"gflow: error: {err}", file=sys.stderr)
+    except (CliError, GflowError) as err:
+        print(f"gflow: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # A disk that fills up or a folder that turns read-only mid-run: say which file, not a traceback.
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"gflow: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import json
 import math
 import os
 import sys
@@ -66,6 +67,10 @@ _RUN_TYPES = {
     "max_steps": int,
 }
 _RUN_CHOICES = {"time": ("fast", "slow")}
+
+# Integer task fields of the presets are sizes (samples, dimensions, widths, a modulus). Beyond this bound
+# XLA aborts the whole process on an array shape it cannot represent, so refuse such values here.
+MAX_SIZE = 10**8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,6 +329,10 @@ class UserFactory:
         args = (alpha,) if self.takes_alpha else ()
         return call_factory(self.spec, key, *args, **dict(self.kwargs))
 
+    def _fingerprint_parts(self):
+        # The sweep store's identity: the spec and arguments, and the function's code itself.
+        return (self.spec, self.kwargs, self.takes_alpha, load_factory(self.spec))
+
     def __repr__(self):
         args = "".join(f", {k}={v!r}" for k, v in self.kwargs)
         return f"{self.spec}(key{', alpha' if self.takes_alpha else ''}{args})"
@@ -375,8 +384,16 @@ def _coerce(where: str, value, default, expected: type | None):
 
 def validate_config(cfg: Mapping) -> dict:
     """Check a configuration dict against its experiment's fields and types; return it resolved."""
-    from ._simulate import SOLVER_NAMES
+    from ._simulate import MAX_SAVES, MAX_STEPS, SOLVER_NAMES
 
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"a config must be a table (dict), got {type(cfg).__name__}")
+    for section in ("task", "run"):
+        if not isinstance(cfg.get(section, {}), Mapping):
+            raise ConfigError(
+                f"[{section}] must be a table of fields (e.g. [{section}] then one field = value per line), "
+                f"got {cfg[section]!r}"
+            )
     unknown_top = set(cfg) - {"experiment", "task", "run"}
     if unknown_top:
         raise ConfigError(f"unknown config section(s) {', '.join(sorted(unknown_top))}; use experiment, [task], [run]")
@@ -417,6 +434,23 @@ def validate_config(cfg: Mapping) -> dict:
             raise ConfigError(f"run.{key} must be > 0, got {run[key]}")
     if run["lam"] < 0:
         raise ConfigError(f"run.lam must be >= 0, got {run['lam']}")
+    if run["saves"] < 2 or run["saves"] > MAX_SAVES:
+        raise ConfigError(f"run.saves must be in [2, {MAX_SAVES}], got {run['saves']}")
+    if run["max_steps"] > MAX_STEPS:
+        raise ConfigError(f"run.max_steps must be at most {MAX_STEPS}, got {run['max_steps']}")
+    if not 0 <= run["seed"] < 2**32:
+        raise ConfigError(f"run.seed must be an integer in [0, 2**32), got {run['seed']}")
+    for key in ("rtol", "atol"):
+        if run[key] is not None and not run[key] > 0:
+            raise ConfigError(f"run.{key} must be > 0, got {run[key]}")
+    if run["t_min"] is not None and not 0 < run["t_min"] < run["t1"]:
+        raise ConfigError(
+            f"run.t_min (the first log-spaced save time) must be in (0, t1={run['t1']:g}), got {run['t_min']}"
+        )
+    if not exp.is_user:
+        for key, value in out["task"].items():
+            if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= MAX_SIZE:
+                raise ConfigError(f"task.{key} is a size and must be an integer in [1, {MAX_SIZE:.0e}], got {value}")
     return out
 
 
@@ -443,8 +477,20 @@ def resolve_config(source: str, *, overrides=(), full: bool = False) -> dict:
                 raw = tomllib.load(f)
         except FileNotFoundError:
             raise ConfigError(f"config file {source} not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {source} is a folder; give a .toml file (RUN/config.toml)") from None
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {source}: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {source} is not UTF-8 text; TOML files must be UTF-8") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"config file {source} is not valid TOML: {err}") from None
+        for section in ("task", "run"):
+            if not isinstance(raw.get(section, {}), dict):
+                raise ConfigError(
+                    f"in {source}, {section} must be a table ([{section}] then one field = value per line), "
+                    f"got {raw[section]!r}"
+                )
         name = raw.get("experiment")
         base = get_experiment(name).config(full=full) if isinstance(name, str) else {}
         if isinstance(name, str) and is_factory_spec(name) and full:
@@ -466,18 +512,32 @@ def resolve_config(source: str, *, overrides=(), full: bool = False) -> dict:
     return validate_config(cfg)
 
 
+def _toml_key(key) -> str:
+    key = str(key)
+    return key if key and all(c.isalnum() or c in "_-" for c in key) else json.dumps(key, ensure_ascii=False)
+
+
 def to_toml(cfg: Mapping) -> str:
     """Write a resolved configuration as TOML (None values are left out: they mean the default)."""
 
     def value(v):
+        # Every value TOML can hold round-trips: `gflow run RUN/config.toml` must rebuild the same run.
         if isinstance(v, bool):
             return "true" if v else "false"
-        if isinstance(v, (int, float)):
+        if isinstance(v, int):
             return repr(v)
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, float):
+            return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, Mapping):
+            return "{" + ", ".join(f"{_toml_key(k)} = {value(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, str):
+            return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+        raise ConfigError(f"cannot write {v!r} ({type(v).__name__}) to config.toml; use numbers, strings or lists")
 
     lines = [f"experiment = {value(cfg['experiment'])}"]
     for section in ("task", "run"):
         lines += ["", f"[{section}]"]
-        lines += [f"{k} = {value(v)}" for k, v in cfg[section].items() if v is not None]
+        lines += [f"{_toml_key(k)} = {value(v)}" for k, v in cfg[section].items() if v is not None]
     return "\n".join(lines) + "\n"
