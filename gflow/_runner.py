@@ -28,6 +28,7 @@ import xarray as xr
 
 from . import tasks
 from ._files import write_atomic, write_manifest
+from ._problem import GflowError
 from ._simulate import count_params, log_times, simulate
 from .analysis import phase_times
 from .experiments import call_factory, get_experiment, to_toml, validate_config
@@ -43,7 +44,17 @@ def build_problem(cfg):
     key = jax.random.PRNGKey(cfg["run"]["seed"])
     if exp.is_user:
         return call_factory(exp.task, key, **cfg["task"])
-    return getattr(tasks, exp.task)(key, **cfg["task"])
+    try:
+        return getattr(tasks, exp.task)(key, **cfg["task"])
+    except GflowError:
+        raise
+    except (TypeError, ValueError) as err:  # a [task] value of a type the task cannot use
+        from .experiments import ConfigError, _first_line
+
+        args = ", ".join(f"{k}={v!r}" for k, v in cfg["task"].items())
+        raise ConfigError(
+            f"gflow.tasks.{exp.task}({args}) failed: {_first_line(err)}; check the [task] values"
+        ) from None
 
 
 def _stderr_is_terminal() -> bool:

@@ -510,6 +510,65 @@ def _host_callback(callback):
     return call
 
 
+NON_FINITE_PATIENCE = 25
+
+
+class NonFiniteGuard(diffrax.AbstractAdaptiveStepSizeController):
+    """Wraps an adaptive controller; ends the solve when the vector field stays non-finite.
+
+    Diffrax treats a NaN error estimate as an infinite error: it rejects the step and shrinks
+    it, which is right when an explicit stage overshoots into a region where F is not defined,
+    and hopeless when ∇F is NaN or infinite at the current state itself (log(0), 1/0, overflow,
+    a finite-time blow-up). After `patience` consecutive rejected steps whose candidate or error
+    is non-finite (the step has then shrunk by 0.2^patience), or one such rejection of a step
+    already at the float resolution of t, the solve stops with diffrax's `dt_min_reached`, the
+    state's flag is set, and `simulate` reports
+    `RESULTS.non_finite_field` with the last finite state, instead of spending its whole
+    step budget on rejections and advising a larger `max_steps`.
+    """
+
+    controller: diffrax.AbstractAdaptiveStepSizeController
+    patience: int = eqx.field(static=True, default=NON_FINITE_PATIENCE)
+
+    @property
+    def rtol(self):
+        return self.controller.rtol
+
+    @property
+    def atol(self):
+        return self.controller.atol
+
+    @property
+    def norm(self):
+        return self.controller.norm
+
+    def wrap(self, direction):
+        return NonFiniteGuard(self.controller.wrap(direction), self.patience)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        tnext, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        return tnext, (state, jnp.zeros((), jnp.int32))
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
+        state, streak = controller_state
+        keep, next_t0, next_t1, made_jump, state, result = self.controller.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, state
+        )
+        # Diffrax has already replaced NaN errors by inf, so "not finite" covers both.
+        bad = ~(tree_all_finite(y1_candidate) & tree_all_finite(y_error))
+        streak = jnp.where(keep | ~bad, 0, streak + 1)
+        # Or a non-finite candidate from a step already at the float resolution of t: near a
+        # singularity that the flow reaches in finite time, steps alternate between accepted and
+        # non-finite ever closer to it (a Zeno crawl) without a long run of rejections.
+        eps = jnp.finfo(jnp.result_type(t0)).eps
+        at_resolution = (t1 - t0) <= 64 * eps * (1 + jnp.abs(t0))
+        stuck = bad & ~keep & at_resolution
+        streak = jnp.where(stuck, jnp.maximum(streak, self.patience), streak)
+        given_up = streak >= self.patience
+        result = diffrax.RESULTS.where(given_up, diffrax.RESULTS.dt_min_reached, result)
+        return keep, next_t0, next_t1, made_jump, (state, streak), result
+
+
 def _controller(solver: str, rtol, atol):
     if solver == "kvaerno5":
         # A proportional-integral controller stops Kvaerno5's step size from oscillating across
@@ -584,7 +643,7 @@ def _simulate(
     subs = [diffrax.SubSaveAt(ts=save_ts, fn=observe), diffrax.SubSaveAt(t1=True)]
     if save_params:
         subs.append(diffrax.SubSaveAt(ts=save_ts))
-    saveat = diffrax.SaveAt(subs=subs, controller_state=counted)
+    saveat = diffrax.SaveAt(subs=subs, controller_state=True)
     # Initial step: the time for θ to move by 0.1% of (1 + ‖θ0‖). Diffrax's own choice
     # (dt0=None) extrapolates with a second evaluation that can overflow on stiff polynomial
     # models in slow time, returning dt0 = 0 and a solve that never advances.
@@ -607,7 +666,7 @@ def _simulate(
         dt0=dt0,
         y0=params,
         saveat=saveat,
-        stepsize_controller=_controller(solver, rtol, atol),
+        stepsize_controller=NonFiniteGuard(_controller(solver, rtol, atol)),
         event=diffrax.Event(conditions),
         max_steps=max_steps,
         throw=False,
@@ -625,6 +684,8 @@ def _simulate(
     final = eqx.combine(jtu.tree_map(lambda x: x[0], final_params), static)
 
     result = RESULTS.promote(sol.result)
+    inner_state, non_finite_streak = sol.controller_state
+    result = RESULTS.where(non_finite_streak >= NON_FINITE_PATIENCE, RESULTS.non_finite_field, result)
     stopped_by = jnp.asarray(-1)
     if sol.event_mask is not None:
         result = RESULTS.where(sol.event_mask["diverged"], RESULTS.diverged, result)
@@ -648,7 +709,7 @@ def _simulate(
     if counted:
         # Exact counts from the controller (rejected steps included), plus the evaluation that
         # picks dt0 and the solver's first f(θ0).
-        counts = sol.controller_state[1]
+        counts = inner_state[1]
         stats.update({k: counts[k] + (2 if k == "num_vf_evals" else 0) for k in COUNT_KEYS})
     if "num_vf_evals" in stats:
         stats["num_gradient_equivalents"] = gradient_equivalents(stats)

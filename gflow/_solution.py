@@ -17,6 +17,11 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "The parameters diverged (norm above the divergence bound, or inf/nan). The state returned "
         "is the last finite one; check that the loss is bounded below, or lower the step size (gd)."
     )
+    non_finite_field = (
+        "The vector field −∇F(θ) − λθ became non-finite (NaN or inf) at the last state: every smaller step was "
+        "rejected. The state returned is the last finite one, at t_final; check the model and loss there for "
+        "log(0), division by zero, sqrt of a negative, or overflow (float32 overflows sooner)."
+    )
     flow_not_converged = (
         "The gradient flow did not reach a critical point (‖∇F‖ ≤ tol) by t_max. Raise t_max or loosen tol; the flow "
         "may converge only polynomially (a degenerate minimum) or not at all (minimisers at infinity, e.g. separable "
@@ -103,6 +108,8 @@ class Trajectory(eqx.Module):
         if np.ndim(self.result._value) != 0:
             raise ValueError("this Trajectory is batched; index one member first (jax.tree.map(lambda x: x[i], traj))")
         msg = RESULTS[self.result]
+        if self.result == RESULTS.non_finite_field:
+            return f"{msg} (t_final: {self.time_symbol} = {float(self.t_final):.6g})"
         if not msg and self.stop_reason is not None:
             return f"successful: stopped at {self.time_symbol} = {float(self.t_final):.6g} because {self.stop_reason}"
         return msg or "successful"
