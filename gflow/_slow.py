@@ -128,6 +128,9 @@ class FlowLimit(eqx.Module):
         return RESULTS[self.result] or "successful"
 
 
+_LIMIT_OPTIONS = frozenset({"tol", "t_max", "solver", "rtol", "atol", "max_steps", "divergence_norm"})
+
+
 def flow_limit(
     problem: Problem,
     *,
@@ -402,6 +405,14 @@ def slow_flow(
 
     stats_extra = {}
     if start is None:
+        if limit_options is not None and not isinstance(limit_options, dict):
+            raise ProblemError(f"limit_options must be a dict of flow_limit arguments, got {limit_options!r}")
+        unknown = sorted(set(limit_options or {}) - _LIMIT_OPTIONS)
+        if unknown:
+            raise ProblemError(
+                f"unknown limit_options {', '.join(map(repr, unknown))}; "
+                f"flow_limit takes {', '.join(sorted(_LIMIT_OPTIONS))}"
+            )
         options = {"rtol": rtol, "atol": atol, **(limit_options or {})}
         start = flow_limit(problem, **options)
         stats_extra = {

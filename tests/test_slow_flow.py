@@ -685,6 +685,8 @@ def test_zero_loss_needs_a_residual_problem(loss):
         ({"start": gflow.models.Linear(jnp.ones(3))}, "start must be None, a FlowLimit, or a model"),
         ({"krylov_dim": 0}, "krylov_dim must be a positive int"),
         ({"start": "model", "limit_options": {"t_max": 1.0}}, "limit_options apply only with start=None"),
+        ({"limit_options": {"tmax": 1.0}}, "unknown limit_options 'tmax'; flow_limit takes atol, divergence_norm"),
+        ({"limit_options": [1.0]}, r"limit_options must be a dict of flow_limit arguments, got \[1.0\]"),
         ({"saveat": 1}, "saveat as an int"),
         ({"saveat": [0.0, 2.0]}, r"saveat times must be increasing and lie in \[0, tau1"),
         ({"gain": -1.0}, "gain must be >= 0"),
