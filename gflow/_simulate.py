@@ -194,8 +194,16 @@ def choose_w_matrix(problem: Problem, lam, slow: bool, mode: str = "auto"):
     return ExactJacobian(dense=mode == "auto" and d <= AUTO_MAX_DENSE_PARAMS)
 
 
-def make_solver(solver: str, problem: Problem, lam, slow: bool, rtol, atol):
-    """The Diffrax solver object for a name of `_SOLVERS`, given the problem it will solve."""
+def solver_name(solver) -> str:
+    """A solver's name: itself for a name of `SOLVER_NAMES`, the class name for a solver object."""
+    return solver if isinstance(solver, str) else type(solver).__name__
+
+
+def make_solver(solver, problem: Problem, lam, slow: bool, rtol, atol):
+    """The Diffrax solver object for a name of `_SOLVERS`, given the problem it will solve (a
+    solver object given by the user is used as it is)."""
+    if not isinstance(solver, str):
+        return solver
     cls, _ = _SOLVERS[solver]
     if cls is Ros34PW2:
         return Ros34PW2(choose_w_matrix(problem, lam, slow, _W_MODES[solver]), rtol=rtol, atol=atol)
@@ -205,8 +213,15 @@ def make_solver(solver: str, problem: Problem, lam, slow: bool, rtol, atol):
 def check_options(time: str, solver: str, max_steps: int) -> None:
     if time not in ("fast", "slow"):
         raise ProblemError(f"time must be 'fast' (ODE time t) or 'slow' (tau = lam*t), got {time!r}")
+    if isinstance(solver, diffrax.AbstractSolver):
+        if isinstance(solver, diffrax.AbstractSRK | diffrax.SemiImplicitEuler):
+            raise ProblemError(f"{type(solver).__name__} is not an ODE solver for dθ/dt = f(θ); give an ODE solver")
+        return
     if not isinstance(solver, str) or solver not in SOLVER_NAMES:
-        raise ProblemError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
+        raise ProblemError(
+            f"unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)} or pass a diffrax solver object "
+            "(e.g. diffrax.Kvaerno5())"
+        )
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or not 1 <= max_steps <= MAX_STEPS:
         raise ProblemError(f"max_steps must be an int in [1, {MAX_STEPS}], got {max_steps!r}")
 
@@ -325,7 +340,10 @@ def simulate(
     - `t1`: final time (> 0), in ODE time t, or τ with `time="slow"`.
     - `solver`: `"tsit5"`, `"dopri5"` (explicit, adaptive), `"kvaerno3"`, `"kvaerno5"` (stiff,
       dense Jacobian: for small parameter counts), `"ros34pw2"`, `"ros34pw2_krylov"`
-      (Rosenbrock-W, stiff, no d × d matrix) or `"auto"` (see `choose_solver`).
+      (Rosenbrock-W, stiff, no d × d matrix) or `"auto"` (see `choose_solver`); or a configured
+      Diffrax ODE solver object, e.g. `diffrax.Kvaerno5()` or `diffrax.Bosh3()`, used with a
+      `diffrax.PIDController(rtol, atol)` (its gradient count is then not reported:
+      `stats` has no `num_vf_evals`). `traj.solver` is its class name.
     - `saveat`: `None` (200 times: 0 and log-spaced up to t1), an int (that many such times),
       or an increasing array of times in [t0, t1].
 
@@ -569,16 +587,21 @@ class NonFiniteGuard(diffrax.AbstractAdaptiveStepSizeController):
         return keep, next_t0, next_t1, made_jump, (state, streak), result
 
 
-def _controller(solver: str, rtol, atol):
+def _counts_work(solver) -> bool:
+    """Whether the step reports `(error, counts)` (gflow's Rosenbrock-W), read by `CountingController`."""
+    return isinstance(solver, Ros34PW2) or (isinstance(solver, str) and solver in _W_MODES)
+
+
+def _controller(solver, rtol, atol):
+    if _counts_work(solver):
+        # The Rosenbrock-W steps report their evaluation counts next to the error estimate.
+        return CountingController(diffrax.PIDController(rtol=rtol, atol=atol))
     if solver == "kvaerno5":
         # A proportional-integral controller stops Kvaerno5's step size from oscillating across
         # its Newton convergence limit: on the demo, 1487 steps (327 rejected) instead of 3499
         # (1715 rejected) with the default integral-only controller. Kvaerno3 gains nothing
         # (2948 steps vs 2608), so it keeps the default.
         return diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4)
-    if solver in _W_MODES:
-        # The Rosenbrock-W steps report their evaluation counts next to the error estimate.
-        return CountingController(diffrax.PIDController(rtol=rtol, atol=atol))
     return diffrax.PIDController(rtol=rtol, atol=atol)
 
 
@@ -603,8 +626,9 @@ def _simulate(
     stops=(),
     callback=None,
 ):
-    _, evals_per_step = _SOLVERS[solver]
-    counted = solver in _W_MODES
+    # A solver object has no known work per step: its gradient count is left out of the stats.
+    evals_per_step = _SOLVERS[solver][1] if isinstance(solver, str) else None
+    counted = _counts_work(solver)
     params, static = problem.split()
     t0 = jnp.zeros((), t1.dtype) if t0 is None else t0
     if save_ts is None:
@@ -722,7 +746,7 @@ def _simulate(
         result=result,
         lam=lam,
         time="slow" if slow else "fast",
-        solver=solver,
+        solver=solver_name(solver),
         params=saved_params,
         stopped_by=stopped_by,
         stop_conditions=tuple(f"{name} {op} {{}}" for name, op in stops),

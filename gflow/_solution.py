@@ -41,7 +41,8 @@ class Trajectory(eqx.Module):
     **Attributes:**
 
     - `ts`: the save times, in the run's time variable: ODE time t (`time="fast"`), or slow
-      time τ = λt (`time="slow"`). For `gd`, t = lr·step.
+      time τ = λt (`time="slow"`). For `gd`, t = η_0 + … + η_{k−1} after k steps; for `gd` with an
+      optax `optimizer` (`time="step"`) the step index k, which `t` also returns (and `tau` = λk).
     - `metrics`: dict of arrays over `ts`. Always `train_loss` (F), `objective`
       (F_λ = F + (λ/2)‖m⊙θ‖²), `norm` (‖m⊙θ‖, the decayed leaves), `grad_norm` (‖∇F‖ on
       the training data); with test data `test_loss`; and `train_<name>`/`test_<name>` for every
@@ -52,7 +53,7 @@ class Trajectory(eqx.Module):
       and, where it is exact, `num_vf_evals` (gradient evaluations of the integrator, save
       points excluded).
     - `result`: a `RESULTS` code; `.message` reads it.
-    - `lam`: λ. `time`: "fast" or "slow". `solver`: the method's name.
+    - `lam`: λ. `time`: "fast", "slow" or "step". `solver`: the method's name.
     - `params`: with `save_params=True`, the model's parameters at every save time (a pytree
       like the model's floating-point arrays, each with a leading time axis; NaN after
       `t_final`); otherwise None.
@@ -78,12 +79,12 @@ class Trajectory(eqx.Module):
     @property
     def t(self) -> jax.Array:
         """Save times in ODE time t."""
-        return self.ts if self.time == "fast" else self.ts / self.lam[..., None]
+        return self.ts if self.time in ("fast", "step") else self.ts / self.lam[..., None]
 
     @property
     def tau(self) -> jax.Array:
         """Save times in slow time τ = λt."""
-        return self.ts * self.lam[..., None] if self.time == "fast" else self.ts
+        return self.ts * self.lam[..., None] if self.time in ("fast", "step") else self.ts
 
     @property
     def ok(self) -> jax.Array:
@@ -116,7 +117,7 @@ class Trajectory(eqx.Module):
 
     @property
     def time_symbol(self) -> str:
-        return "t" if self.time == "fast" else "tau"
+        return {"fast": "t", "slow": "tau", "step": "step"}[self.time]
 
     def to_xarray(self):
         """An `xarray.Dataset` with coordinate `time` (and `t`, `tau`), one variable per metric.
@@ -132,7 +133,11 @@ class Trajectory(eqx.Module):
         data = {name: ("time", np.asarray(v)) for name, v in self.metrics.items()}
         attrs = {
             "lam": float(self.lam),
-            "time_variable": "t (ODE time)" if self.time == "fast" else "tau = lam * t (slow time)",
+            "time_variable": {
+                "fast": "t (ODE time)",
+                "slow": "tau = lam * t (slow time)",
+                "step": "step (optimiser step index, not ODE time)",
+            }[self.time],
             "convention": "F_lam = F + (lam/2)*||m*theta||^2, dtheta/dt = -grad F_lam",
             "solver": self.solver,
             "result": self.message,

@@ -30,6 +30,7 @@ from ._simulate import (
     default_tolerances,
     log_times,
     save_spec,
+    solver_name,
     stop_spec,
 )
 from ._solution import RESULTS
@@ -636,7 +637,8 @@ def sweep(
         "t1": m_t1,
         "t1_per_member": per_member_t1,
         "time": time,
-        "solver": chosen,
+        # A solver object counts by its full repr (its configuration), a name by itself.
+        "solver": chosen if isinstance(chosen, str) else repr(chosen),
         "saveat": None if save_ts is None else np.asarray(save_ts),
         "num_saves": num_saves,
         "chunk_size": chunk,
@@ -727,7 +729,7 @@ def sweep(
             "config": _config_json(config),
             "time_variable": "tau = lam * t (slow time)" if slow else "t (ODE time)",
             "convention": "F_lam = F + (lam/2)*||m*theta||^2, dtheta/dt = -grad F_lam",
-            "solver": chosen,
+            "solver": solver_name(chosen),
             "gflow_version": __version__,
             "jax_version": jax.__version__,
             "diffrax_version": diffrax.__version__,

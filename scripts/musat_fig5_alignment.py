@@ -139,7 +139,7 @@ def _alignments(problem, thetas, prevs):
 
 
 def run_seed(seed: int, steps: int, every: int):
-    """Train one network with `gflow.gd`, checkpointing θ_{jK−c} and θ_{jK}; then the cosines."""
+    """Train one network with one `gflow.gd` call saving θ every c steps; then the cosines at the checkpoints."""
     import jax
     from jax.flatten_util import ravel_pytree
 
@@ -147,23 +147,15 @@ def run_seed(seed: int, steps: int, every: int):
 
     problem = build_problem(seed)
     lam_g, lr_g = gflow_rates()
-    model = problem.model
-    first = gflow.gd(problem, lam_g, lr_g, WINDOW, save_every=WINDOW)  # step-0 metrics (and a warm-up)
-    rows = [{k: float(v[0]) for k, v in first.metrics.items()}]
-    thetas, prevs = [], []
-    for _ in range(steps // every):
-        a = gflow.gd(
-            eqx.tree_at(lambda q: q.model, problem, model), lam_g, lr_g, every - WINDOW, save_every=every - WINDOW
-        )
-        b = gflow.gd(eqx.tree_at(lambda q: q.model, problem, a.final), lam_g, lr_g, WINDOW, save_every=WINDOW)
-        if b.message != "successful" or a.message != "successful":
-            raise RuntimeError(f"seed {seed}: GD stopped ({a.message}; {b.message})")
-        prevs.append(ravel_pytree(eqx.filter(a.final, eqx.is_inexact_array))[0])
-        model = b.final
-        thetas.append(ravel_pytree(eqx.filter(model, eqx.is_inexact_array))[0])
-        rows.append({k: float(v[-1]) for k, v in b.metrics.items()})
-    cos, f_proj, r_proj = (np.asarray(a) for a in _alignments(problem, jax.numpy.stack(thetas), jax.numpy.stack(prevs)))
-    metrics = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    traj = gflow.gd(problem, lam_g, lr_g, steps, save_every=WINDOW, save_params=True)
+    if traj.message != "successful":
+        raise RuntimeError(f"seed {seed}: GD stopped ({traj.message})")
+    # Save i is step i·c: checkpoint j (step jK) is save jK/c, and θ_{jK−c} the save before it.
+    at = np.arange(1, steps // every + 1) * (every // WINDOW)
+    flat = jax.vmap(lambda p: ravel_pytree(p)[0])(traj.params)
+    cos, f_proj, r_proj = (np.asarray(a) for a in _alignments(problem, flat[at], flat[at - 1]))
+    rows = np.concatenate([[0], at])
+    metrics = {k: np.asarray(v)[rows] for k, v in traj.metrics.items()}
     return metrics, cos, f_proj, r_proj
 
 
