@@ -26,17 +26,18 @@ from ._rosenbrock import (
 )
 from ._solution import RESULTS, Trajectory
 
-# Name -> (diffrax solver class, new vector-field evaluations per attempted step, or None when
-# the count is not fixed: the implicit solvers' Newton iterations happen inside Diffrax, and the
-# Rosenbrock-W solvers count their own work exactly, see `_rosenbrock.CountingController`).
-# Every class builds with no arguments; `make_solver` gives the Rosenbrock ones the problem.
-_SOLVERS: dict[str, tuple[type, int | None]] = {
-    "tsit5": (diffrax.Tsit5, 6),
-    "dopri5": (diffrax.Dopri5, 6),
-    "kvaerno3": (diffrax.Kvaerno3, None),
-    "kvaerno5": (diffrax.Kvaerno5, None),
-    "ros34pw2": (Ros34PW2, None),
-    "ros34pw2_krylov": (Ros34PW2, None),
+# Name -> Diffrax solver class. Every class builds with no arguments; `make_solver` gives the
+# Rosenbrock ones the problem. Work counts: explicit solvers from their Butcher tableau
+# (`_explicit_work`); the Rosenbrock-W solvers count their own exactly
+# (`_rosenbrock.CountingController`); the implicit solvers' Newton iterations happen inside
+# Diffrax and are not counted.
+_SOLVERS: dict[str, type] = {
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "kvaerno3": diffrax.Kvaerno3,
+    "kvaerno5": diffrax.Kvaerno5,
+    "ros34pw2": Ros34PW2,
+    "ros34pw2_krylov": Ros34PW2,
 }
 SOLVER_NAMES = (*_SOLVERS, "auto")
 
@@ -204,7 +205,7 @@ def make_solver(solver, problem: Problem, lam, slow: bool, rtol, atol):
     solver object given by the user is used as it is)."""
     if not isinstance(solver, str):
         return solver
-    cls, _ = _SOLVERS[solver]
+    cls = _SOLVERS[solver]
     if cls is Ros34PW2:
         return Ros34PW2(choose_w_matrix(problem, lam, slow, _W_MODES[solver]), rtol=rtol, atol=atol)
     return cls()
@@ -342,8 +343,9 @@ def simulate(
       dense Jacobian: for small parameter counts), `"ros34pw2"`, `"ros34pw2_krylov"`
       (Rosenbrock-W, stiff, no d × d matrix) or `"auto"` (see `choose_solver`); or a configured
       Diffrax ODE solver object, e.g. `diffrax.Kvaerno5()` or `diffrax.Bosh3()`, used with a
-      `diffrax.PIDController(rtol, atol)` (its gradient count is then not reported:
-      `stats` has no `num_vf_evals`). `traj.solver` is its class name.
+      `diffrax.PIDController(rtol, atol)`. An explicit Runge–Kutta object's gradient count comes
+      from its Butcher tableau; for other objects `stats` has no `num_vf_evals`. `traj.solver`
+      is its class name.
     - `saveat`: `None` (200 times: 0 and log-spaced up to t1), an int (that many such times),
       or an increasing array of times in [t0, t1].
 
@@ -587,6 +589,20 @@ class NonFiniteGuard(diffrax.AbstractAdaptiveStepSizeController):
         return keep, next_t0, next_t1, made_jump, (state, streak), result
 
 
+def _explicit_work(solver) -> tuple[int, int] | None:
+    """(gradient evaluations at the start, new ones per attempted step) of an explicit Runge–Kutta
+    solver, from its Butcher tableau (s stages, one fewer per step when first-same-as-last), or
+    None when the count is not known in advance (implicit and Rosenbrock solvers count otherwise)."""
+    if isinstance(solver, str):
+        cls = _SOLVERS[solver]
+        solver = cls() if issubclass(cls, diffrax.AbstractERK) else None
+    if not isinstance(solver, diffrax.AbstractERK) or isinstance(solver, diffrax.AbstractImplicitSolver):
+        return None
+    tableau = solver.tableau
+    fsal = int(bool(tableau.fsal))
+    return 1 + fsal, len(tableau.c) + 1 - fsal
+
+
 def _counts_work(solver) -> bool:
     """Whether the step reports `(error, counts)` (gflow's Rosenbrock-W), read by `CountingController`."""
     return isinstance(solver, Ros34PW2) or (isinstance(solver, str) and solver in _W_MODES)
@@ -626,8 +642,7 @@ def _simulate(
     stops=(),
     callback=None,
 ):
-    # A solver object has no known work per step: its gradient count is left out of the stats.
-    evals_per_step = _SOLVERS[solver][1] if isinstance(solver, str) else None
+    explicit_work = _explicit_work(solver)
     counted = _counts_work(solver)
     params, static = problem.split()
     t0 = jnp.zeros((), t1.dtype) if t0 is None else t0
@@ -726,10 +741,11 @@ def _simulate(
         "num_rejected_steps": sol.stats["num_rejected_steps"],
         "max_steps": jnp.asarray(max_steps),
     }
-    if evals_per_step is not None:
-        # One evaluation picks dt0, one starts the FSAL Runge–Kutta method, then
-        # `evals_per_step` new stages per attempted step (rejected ones included).
-        stats["num_vf_evals"] = 2 + evals_per_step * sol.stats["num_steps"]
+    if explicit_work is not None:
+        # One evaluation picks dt0 (and an FSAL method evaluates f(θ0) once more), then every
+        # attempted step (rejected ones included) evaluates its new stages.
+        at_start, per_step = explicit_work
+        stats["num_vf_evals"] = at_start + per_step * sol.stats["num_steps"]
     if counted:
         # Exact counts from the controller (rejected steps included), plus the evaluation that
         # picks dt0 and the solver's first f(θ0).

@@ -1,0 +1,266 @@
+"""ReLU flows (issue 12): how accurately and how cheaply do ODE solvers integrate a ReLU network's
+gradient flow, measured on what researchers read (fit time, grokking time, final test metrics)?
+
+    python benchmarks/relu_flows.py                      # Lyu's quick MLP at λ = 1e-3 (tens of minutes)
+    python benchmarks/relu_flows.py --lams 1e-3,1e-4     # also λ = 1e-4 (t1 = 10/λ = 1e5)
+    python benchmarks/relu_flows.py --smoke              # a tiny instance, seconds (what the test runs)
+    python benchmarks/relu_flows.py --readme             # also write the table in benchmarks/README.md
+
+Problem: `gflow.tasks.modular_arithmetic(0, p=23, width=128, train_fraction=0.9)`, Lyu's E3.1
+two-layer ReLU MLP (concatenated one-hots, first-layer bias, He init), mean cross-entropy, integrated
+to t1 = 10/λ. A ReLU network's vector field jumps wherever a pre-activation changes sign, so an
+embedded error estimate can under-report the error of a step that crosses a kink (both embedded
+solutions share its wrong stages); low-order pairs (Bogacki–Shampine 3(2), Heun–Euler 2(1)) carry
+the jump in their difference at a lower order, which is why they are measured beside Tsit5 5(4).
+
+Observables (on a fine log-spaced save grid; crossing times interpolated linearly between saves):
+- fit time: the first time from which train accuracy ≥ 0.99 for good;
+- grokking time: the first time from which test accuracy ≥ 0.5 for good;
+- final test accuracy and test loss at t1.
+
+Reference: gradient descent (`gflow.gd`) at η_ref, checked by halving: the reference is converged
+when η_ref and 2η_ref give grokking times within `REF_TOLERANCE`. Every method's observables are
+compared with it. Cost: gradient evaluations (GD: one per step; explicit Runge–Kutta: from the
+tableau, rejected steps included) and wall time with compilation apart (first call minus a second,
+identical call, each ended by `block_until_ready`).
+
+Writes `results/relu_flows[_smoke].json` and, with `--readme`, the table under "## ReLU flows"
+in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+FIT_ACCURACY, GROK_ACCURACY = 0.99, 0.5
+REF_TOLERANCE = 0.005  # halving η_ref changes the grokking time by less than 0.5%
+SIZES = {
+    # name: (task arguments, GD reference step, GD step of the "GD at its usual step" row, saves)
+    "quick": ({"p": 23, "width": 128, "train_fraction": 0.9}, 0.025, 0.15, 3000),
+    "smoke": ({"p": 7, "width": 16, "train_fraction": 0.8}, 0.05, 0.2, 400),
+}
+METHODS = ("gd", "tsit5@1e-3", "tsit5@1e-4", "tsit5@1e-5", "bosh3@1e-3", "bosh3@1e-4", "bosh3@1e-5", "heun@1e-3")
+
+
+def build(size: str):
+    import gflow
+
+    return gflow.tasks.modular_arithmetic(0, **SIZES[size][0])
+
+
+def crossing(ts, values, threshold: float) -> float:
+    """First time from which `values` ≥ `threshold` for good, interpolated between the two saves
+    around the crossing (NaN if never)."""
+    ts, values = np.asarray(ts, float), np.asarray(values, float)
+    good = np.isfinite(values)
+    ok = (values >= threshold) | ~good
+    stays = np.flip(np.logical_and.accumulate(np.flip(ok))) & good
+    idx = np.nonzero(stays)[0]
+    if not idx.size:
+        return math.nan
+    i = idx[0]
+    if i == 0 or not np.isfinite(values[i - 1]) or values[i] == values[i - 1]:
+        return float(ts[i])
+    frac = (threshold - values[i - 1]) / (values[i] - values[i - 1])
+    return float(ts[i - 1] + np.clip(frac, 0.0, 1.0) * (ts[i] - ts[i - 1]))
+
+
+def observables(ts, metrics) -> dict:
+    return {
+        "t_fit": crossing(ts, metrics["train_accuracy"], FIT_ACCURACY),
+        "t_grok": crossing(ts, metrics["test_accuracy"], GROK_ACCURACY),
+        "final_test_accuracy": float(np.asarray(metrics["test_accuracy"])[-1]),
+        "final_test_loss": float(np.asarray(metrics["test_loss"])[-1]),
+    }
+
+
+def _timed(fn):
+    import jax
+
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    if first > 120:  # too long to repeat: report the wall time with compilation included
+        return out, first, None
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    run = time.perf_counter() - start
+    return out, run, max(first - run, 0.0)
+
+
+def run_gd(problem, lam: float, t1: float, lr: float, saves: int) -> dict:
+    import gflow
+
+    steps = int(round(t1 / lr))
+    save_every = max(1, steps // saves)
+    steps = save_every * (steps // save_every)
+    traj, run_s, compile_s = _timed(lambda: gflow.gd(problem, lam, lr, steps, save_every=save_every))
+    row = {"method": f"gd@{lr:g}", "eta": lr, "gradients": int(traj.stats["num_vf_evals"]), "ok": bool(traj.ok)}
+    row.update(observables(np.asarray(traj.ts), traj.metrics))
+    row.update({"run_s": run_s, "compile_s": compile_s, "steps": steps})
+    return row
+
+
+def run_flow(problem, lam: float, t1: float, method: str, saves: int) -> dict:
+    import diffrax
+
+    import gflow
+
+    name, rtol = method.split("@")
+    rtol = float(rtol)
+    solver = {"tsit5": diffrax.Tsit5(), "bosh3": diffrax.Bosh3(), "heun": diffrax.Heun()}[name]
+    saveat = np.asarray(gflow.log_times(np.float64(t1), saves, 1e-2))
+    traj, run_s, compile_s = _timed(
+        lambda: gflow.simulate(problem, lam, t1, solver=solver, rtol=rtol, atol=rtol * 1e-2, saveat=saveat)
+    )
+    row = {
+        "method": method,
+        "rtol": rtol,
+        "gradients": int(traj.stats["num_vf_evals"]),
+        "steps": int(traj.stats["num_steps"]),
+        "rejected": int(traj.stats["num_rejected_steps"]),
+        "ok": bool(traj.ok),
+        "message": traj.message,
+    }
+    row.update(observables(np.asarray(traj.ts), traj.metrics))
+    row.update({"run_s": run_s, "compile_s": compile_s})
+    return row
+
+
+def reference(problem, lam: float, t1: float, lr: float, saves: int, echo=print) -> tuple[dict, list[dict]]:
+    """GD at η_ref, halved until two successive steps agree on the grokking time to REF_TOLERANCE."""
+    rows = [run_gd(problem, lam, t1, 2 * lr, saves)]
+    for _ in range(4):
+        rows.append(run_gd(problem, lam, t1, lr, saves))
+        coarse, fine = rows[-2]["t_grok"], rows[-1]["t_grok"]
+        echo(f"    reference: gd η = {2 * lr:g} → {lr:g}: t_grok {coarse:.5g} → {fine:.5g}")
+        if math.isfinite(fine) and abs(coarse - fine) <= REF_TOLERANCE * fine:
+            return rows[-1], rows
+        lr /= 2
+    raise RuntimeError("the gradient-descent reference did not converge; lower the reference step")
+
+
+def measure(size: str, lams, methods, echo=print) -> list[dict]:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    task, lr_ref, lr_usual, saves = SIZES[size]
+    problem = build(size)
+    rows = []
+    for lam in lams:
+        t1 = 10.0 / lam
+        echo(f"  λ = {lam:g}, t1 = {t1:g}")
+        ref, ref_rows = reference(problem, lam, t1, lr_ref, saves, echo)
+        results = [dict(r, role="reference" if r is ref else "reference check") for r in ref_rows]
+        for method in methods:
+            row = (
+                run_gd(problem, lam, t1, lr_usual, saves)
+                if method == "gd"
+                else run_flow(problem, lam, t1, method, saves)
+            )
+            results.append(dict(row, role="method"))
+        for row in results:
+            row["lam"], row["t1"] = lam, t1
+            for key in ("t_fit", "t_grok", "final_test_loss"):
+                row[f"{key}_rel_error"] = abs(row[key] - ref[key]) / abs(ref[key]) if ref[key] else math.nan
+            row["final_test_accuracy_error"] = abs(row["final_test_accuracy"] - ref["final_test_accuracy"])
+            echo(
+                f"    {row['method']:<14} grads {row['gradients']:>9,}  t_fit {row['t_fit']:.4g} "
+                f"({100 * row['t_fit_rel_error']:.2f}%)  "
+                f"t_grok {row['t_grok']:.4g} ({100 * row['t_grok_rel_error']:.2f}%)  "
+                f"test acc {row['final_test_accuracy']:.3f}  run {row['run_s']:.1f} s"
+            )
+        rows += results
+    return rows
+
+
+def table(rows) -> str:
+    lines = [
+        "| λ | method | gradients | fit time (error) | grokking time (error) | final test acc "
+        "| final test loss (error) | run s | compile s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["role"] == "reference check":
+            continue
+        compile_s = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
+        name = r["method"] + (" (reference)" if r["role"] == "reference" else "")
+        lines.append(
+            f"| {r['lam']:g} | {name} | {r['gradients']:,} | {r['t_fit']:.4g} ({100 * r['t_fit_rel_error']:.1f}%) "
+            f"| {r['t_grok']:.4g} ({100 * r['t_grok_rel_error']:.2f}%) | {r['final_test_accuracy']:.3f} "
+            f"| {r['final_test_loss']:.3g} ({100 * r['final_test_loss_rel_error']:.1f}%) "
+            f"| {r['run_s']:.1f} | {compile_s} |"
+        )
+    return "\n".join(lines)
+
+
+def write_readme(text: str) -> None:
+    readme = HERE / "README.md"
+    content = readme.read_text()
+    start = content.find("## ReLU flows")
+    section = text.rstrip() + "\n"
+    if start < 0:
+        content = content.rstrip() + "\n\n" + section
+    else:
+        end = content.find("\n## ", start + 1)
+        content = content[:start] + section + ("" if end < 0 else content[end + 1 :])
+    readme.write_text(content)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a tiny instance (seconds)")
+    parser.add_argument("--lams", default=None, help="weight decays, e.g. 1e-3,1e-4 (default 1e-3; smoke 1e-2)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON")
+    parser.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
+    args = parser.parse_args(argv)
+    size = "smoke" if args.smoke else "quick"
+    lams = [float(v) for v in (args.lams or ("1e-2" if args.smoke else "1e-3")).split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    print(f"ReLU flows benchmark ({size}): {SIZES[size][0]}")
+    rows = measure(size, lams, methods)
+    import jax
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"relu_flows{'_smoke' if args.smoke else ''}.json"
+    meta = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "device": str(jax.devices()[0]),
+        "jax": jax.__version__,
+        "size": size,
+        "task": SIZES[size][0],
+    }
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    print(f"wrote {path}")
+    print(table(rows))
+    if args.readme:
+        write_readme(
+            "## ReLU flows\n\n"
+            f"`python benchmarks/relu_flows.py` ({meta['date'][:10]}, {meta['device']}): Lyu's two-layer ReLU MLP, "
+            f"`modular_arithmetic(0, {', '.join(f'{k}={v}' for k, v in SIZES[size][0].items())})`, t1 = 10/λ, "
+            "errors against gradient descent at the converged reference step (halving it moves the grokking "
+            "time by < 0.5%). Gradients: gradient evaluations, rejected steps included.\n\n" + table(rows) + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
