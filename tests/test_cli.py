@@ -23,6 +23,18 @@ def _gflow(*args, cwd=None):
     )
 
 
+def _gflow_here(capsys, *args):
+    """`gflow ARGS` in this process: the same result fields as a subprocess, without its start-up."""
+    import types
+
+    from gflow import cli
+
+    capsys.readouterr()
+    rc = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return types.SimpleNamespace(returncode=rc, stdout=captured.out, stderr=captured.err)
+
+
 def test_demo_smoke_writes_png_and_data(tmp_path):
     out = tmp_path / "run"
     proc = _gflow("demo", "--smoke", "--out", str(out))
@@ -95,10 +107,11 @@ def test_list_names_every_experiment():
     assert "QUICK" in proc.stdout and "Musat 2025" in proc.stdout
 
 
-def test_run_then_plot_and_rerun_from_config(tmp_path):
+def test_run_then_plot_and_rerun_from_config(tmp_path, capsys):
+    # In-process (the entry point itself is run as a subprocess by the demo and list tests).
     out = tmp_path / "run"
-    proc = _gflow(
-        "run", "musat_addition", "--set", "run.lam=0.05", "--set", "run.saves=60", "--quiet", "--out", str(out)
+    proc = _gflow_here(
+        capsys, "run", "musat_addition", "--set", "run.lam=0.05", "--set", "run.saves=60", "--quiet", "--out", str(out)
     )
     assert proc.returncode == 0, proc.stderr
     for name in ("config.toml", "trajectory.nc", "final.eqx", "trajectory.png", "summary.md", "metadata.json"):
@@ -116,21 +129,23 @@ def test_run_then_plot_and_rerun_from_config(tmp_path):
     # gflow plot redraws the figure from the stored data.
     first_png = (out / "trajectory.png").read_bytes()
     (out / "trajectory.png").unlink()
-    proc = _gflow("plot", str(out))
+    proc = _gflow_here(capsys, "plot", str(out))
     assert proc.returncode == 0, proc.stderr
     assert (out / "trajectory.png").stat().st_size > 10_000
     assert abs(len((out / "trajectory.png").read_bytes()) - len(first_png)) < 0.05 * len(first_png)
     # Repeating from the written config gives the same numbers.
     again = tmp_path / "again"
-    proc = _gflow("run", str(out / "config.toml"), "--quiet", "--out", str(again))
+    proc = _gflow_here(capsys, "run", str(out / "config.toml"), "--quiet", "--out", str(again))
     assert proc.returncode == 0, proc.stderr
     a = xr.open_dataset(out / "trajectory.nc", engine="scipy")
     b = xr.open_dataset(again / "trajectory.nc", engine="scipy")
     np.testing.assert_allclose(a["test_loss"].values, b["test_loss"].values, rtol=1e-12)
     # Never overwritten unless asked.
-    proc = _gflow("run", "musat_addition", "--quiet", "--out", str(out))
+    proc = _gflow_here(capsys, "run", "musat_addition", "--quiet", "--out", str(out))
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
-    proc = _gflow("run", "musat_addition", "--quiet", "--set", "run.saves=20", "--overwrite", "--out", str(out))
+    proc = _gflow_here(
+        capsys, "run", "musat_addition", "--quiet", "--set", "run.saves=20", "--overwrite", "--out", str(out)
+    )
     assert proc.returncode == 0 and "saves = 20" in (out / "config.toml").read_text()
 
 

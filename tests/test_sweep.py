@@ -292,33 +292,21 @@ def test_log_range_and_grid_errors():
         gflow.sweep(musat_addition, lam=[0.1], t1=lambda lam: 1 / lam, solver="tsit5", progress=False)
 
 
-def test_cli_sweep_writes_store_and_figure_and_resumes(tmp_path):
+def test_cli_sweep_writes_store_and_figure_and_resumes(tmp_path, capsys):
+    # The first call runs the real entry point; the resumes and refusals run in-process (no start-up).
+    from gflow import cli
+
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "gflow.cli",
-        "sweep",
-        "musat_addition",
-        "--lam",
-        "1e-2:1e-1:2",
-        "--seeds",
-        "2",
-        "--tau1",
-        "5",
-        "--chunk-size",
-        "2",
-        "--quiet",
-        "--out",
-        str(out),
-    ]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    args = ["sweep", "musat_addition", "--lam", "1e-2:1e-1:2", "--seeds", "2", "--tau1", "5", "--chunk-size", "2"]
+    args += ["--quiet", "--out", str(out)]
+    first = subprocess.run([sys.executable, "-m", "gflow.cli", *args], capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     assert "2 chunk(s) computed, 0 loaded" in first.stdout
     assert pathlib.Path(out / "sweep.png").stat().st_size > 10_000
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert "0 chunk(s) computed, 2 loaded" in second.stdout
-    bad = subprocess.run(cmd[:6] + ["1e-2:1e-1:3"] + cmd[7:], capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "different sweep" in bad.stderr and "Traceback" not in bad.stderr
-    unknown = subprocess.run(cmd[:4] + ["nope", "--out", str(tmp_path / "x")], capture_output=True, text=True)
-    assert unknown.returncode == 2 and "unknown experiment 'nope'" in unknown.stderr
+    assert cli.main(args) == 0
+    assert "0 chunk(s) computed, 2 loaded" in capsys.readouterr().out
+    assert cli.main(args[:3] + ["1e-2:1e-1:3"] + args[4:]) == 2
+    err = capsys.readouterr().err
+    assert "different sweep" in err and "Traceback" not in err
+    assert cli.main(["sweep", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown experiment 'nope'" in capsys.readouterr().err
