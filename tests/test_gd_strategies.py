@@ -142,3 +142,20 @@ def test_a_solver_that_is_not_an_ode_solver_is_refused():
         gflow.simulate(_problem(), 0.1, 1.0, solver=diffrax.SemiImplicitEuler())
     with pytest.raises(gflow.ProblemError, match=r"or pass a diffrax solver object \(e.g. diffrax.Kvaerno5\(\)\)"):
         gflow.simulate(_problem(), 0.1, 1.0, solver=object())
+
+
+def test_relu_benchmark_crossing_interpolates_and_needs_the_value_to_stay():
+    # benchmarks/relu_flows.py reads fit and grokking times with this helper: linear between the
+    # two saves around the last upward crossing, NaN if the value never stays above.
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "relu_flows.py"
+    spec = importlib.util.spec_from_file_location("relu_flows", path)
+    relu_flows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(relu_flows)
+    ts = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    assert relu_flows.crossing(ts, [0.0, 0.6, 0.2, 0.4, 0.8, 0.9], 0.5) == pytest.approx(3.25)
+    assert relu_flows.crossing(ts, [0.6, 0.7, 0.8, 0.9, 1.0, 1.0], 0.5) == 0.0
+    assert np.isnan(relu_flows.crossing(ts, [0.0, 0.6, 0.7, 0.8, 0.9, 0.4], 0.5))
+    assert relu_flows.crossing(ts, [0.0, 0.2, 0.4, 0.8, np.nan, np.nan], 0.5) == pytest.approx(2 + 1 / 4)
