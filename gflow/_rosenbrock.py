@@ -214,16 +214,11 @@ def gradient_equivalents(stats: dict):
     return stats["num_vf_evals"] + stats.get("num_jvps", 0) + stats.get("num_vjps", 0) + 2 * stats.get("num_hvps", 0)
 
 
-class CountingController(diffrax.AbstractAdaptiveStepSizeController):
-    """A `diffrax.PIDController` that also adds up the evaluation counts each step reports.
+class WrappingController(diffrax.AbstractAdaptiveStepSizeController):
+    """Base of controllers that wrap another adaptive one: its tolerances and norm are theirs
+    (Diffrax reads them, e.g. for an implicit solver's root finder)."""
 
-    A Rosenbrock step returns its error estimate as `(error, counts)`. Diffrax rolls the solver
-    state back when it rejects a step, but not the controller's, so the totals kept here include
-    the work of rejected steps. Read them with `SaveAt(controller_state=True)`:
-    `sol.controller_state[1]`.
-    """
-
-    controller: diffrax.PIDController
+    controller: diffrax.AbstractAdaptiveStepSizeController
 
     @property
     def rtol(self):
@@ -236,6 +231,16 @@ class CountingController(diffrax.AbstractAdaptiveStepSizeController):
     @property
     def norm(self):
         return self.controller.norm
+
+
+class CountingController(WrappingController):
+    """A `diffrax.PIDController` that also adds up the evaluation counts each step reports.
+
+    A Rosenbrock step returns its error estimate as `(error, counts)`. Diffrax rolls the solver
+    state back when it rejects a step, but not the controller's, so the totals kept here include
+    the work of rejected steps. Read them with `SaveAt(controller_state=True)`:
+    `sol.controller_state[1]`.
+    """
 
     def wrap(self, direction):
         return CountingController(self.controller.wrap(direction))

@@ -20,6 +20,7 @@ from ._rosenbrock import (
     ExactJacobian,
     GaussNewton,
     Ros34PW2,
+    WrappingController,
     gradient_equivalents,
     has_gauss_newton,
     num_outputs,
@@ -533,7 +534,7 @@ def _host_callback(callback):
 NON_FINITE_PATIENCE = 25
 
 
-class NonFiniteGuard(diffrax.AbstractAdaptiveStepSizeController):
+class NonFiniteGuard(WrappingController):
     """Wraps an adaptive controller; ends the solve when the vector field stays non-finite.
 
     Diffrax treats a NaN error estimate as an infinite error: it rejects the step and shrinks
@@ -547,20 +548,7 @@ class NonFiniteGuard(diffrax.AbstractAdaptiveStepSizeController):
     step budget on rejections and advising a larger `max_steps`.
     """
 
-    controller: diffrax.AbstractAdaptiveStepSizeController
     patience: int = eqx.field(static=True, default=NON_FINITE_PATIENCE)
-
-    @property
-    def rtol(self):
-        return self.controller.rtol
-
-    @property
-    def atol(self):
-        return self.controller.atol
-
-    @property
-    def norm(self):
-        return self.controller.norm
 
     def wrap(self, direction):
         return NonFiniteGuard(self.controller.wrap(direction), self.patience)
