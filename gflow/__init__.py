@@ -25,6 +25,7 @@ from ._slow import (
     project_tangent as project_tangent,
     slow_flow as slow_flow,
 )
+from ._smoothness import nonsmooth_operations as nonsmooth_operations
 from ._solution import RESULTS as RESULTS, Trajectory as Trajectory
 from ._sweep import (
     SweepStoreError as SweepStoreError,
