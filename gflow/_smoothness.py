@@ -170,7 +170,7 @@ def _scan(jaxpr, depends_in: list[bool], nonneg_in: list[bool], live_out: list[b
         if subs:
             # A branch index (cond) or loop predicate (while) that depends on θ switches the
             # computation: the loss jumps or kinks where it flips.
-            switch = name == "while" or any(_discrete(v.aval) for v, d in zip(eqn.invars, dep_in, strict=True) if d)
+            switch = name == "while" or (name == "cond" and dep_in[0])
             if switch and reaches:
                 found.append(f"{name} (in {label})" if label != "loss" else name)
             out_nonneg = [inner in _NONNEG_FUNCTIONS] * len(eqn.outvars)
