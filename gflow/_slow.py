@@ -184,7 +184,8 @@ def flow_limit(
     if solver == "auto":
         if not _is_concrete(t_max):
             raise ProblemError("solver='auto' needs a concrete t_max; name a solver inside jit/vmap")
-        solver, _ = choose_solver(problem, 0.0, float(t_max))
+        # The flow-limit solve keeps the smooth rule: its own solvers have no kink-robust path.
+        solver, _ = choose_solver(problem, 0.0, float(t_max), detect_kinks=False)
     if divergence_norm is None:
         divergence_norm = 1e8 * (1.0 + tree_norm(problem.params))
     return _flow_limit(

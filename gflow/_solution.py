@@ -35,6 +35,10 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     )
 
 
+# A run that used its whole step budget before this fraction of the horizon "crawled".
+CRAWL_FRACTION = 0.5
+
+
 class Trajectory(eqx.Module):
     """A gradient-flow (or gradient-descent) run, as a pytree (it vmaps and stacks).
 
@@ -113,7 +117,26 @@ class Trajectory(eqx.Module):
             return f"{msg} (t_final: {self.time_symbol} = {float(self.t_final):.6g})"
         if not msg and self.stop_reason is not None:
             return f"successful: stopped at {self.time_symbol} = {float(self.t_final):.6g} because {self.stop_reason}"
+        if self.result == RESULTS.max_steps_reached and "num_steps" in self.stats:
+            return f"{msg} {self._crawl_note()}"
         return msg or "successful"
+
+    def _crawl_note(self) -> str:
+        # Where the step budget went: a solve that ran out of steps far short of t1 crawled.
+        symbol, reached, end = self.time_symbol, float(self.t_final), float(np.asarray(self.ts)[-1])
+        steps, rejected = int(self.stats["num_steps"]), int(self.stats.get("num_rejected_steps", 0))
+        note = (
+            f"It reached {symbol} = {reached:.4g} of {end:.4g} ({100 * reached / end:.2g}%) in {steps} steps "
+            f"({rejected} rejected)."
+        )
+        if reached < CRAWL_FRACTION * end:
+            note += (
+                " The solver crawled. If the model has kinks (ReLU, abs, max: gflow.nonsmooth_operations(problem) "
+                "lists them), tight tolerances shrink the step at every kink: use solver='auto' (it takes bosh3 at "
+                "rtol 1e-3 there), a low-order solver at rtol >= 1e-3, or gflow.gd. If it is stiff, use "
+                "solver='ros34pw2'."
+            )
+        return note
 
     @property
     def time_symbol(self) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 from ._files import write_atomic
 from ._problem import GflowError, Problem, ProblemError
 from ._simulate import (
+    AUTO_NONSMOOTH_SOLVER,
     _param_dtype,
     _simulate,
     check_options,
@@ -610,7 +611,8 @@ def sweep(
     if solver == "auto":
         horizon = float(np.max(m_t1 / m_lam)) if slow else float(np.max(m_t1))
         chosen, _ = choose_solver(probe, float(lam_values.min()), horizon)
-    rtol_a, atol_a = default_tolerances(dtype, rtol, atol)
+    kink_robust = solver == "auto" and chosen == AUTO_NONSMOOTH_SOLVER
+    rtol_a, atol_a = default_tolerances(dtype, rtol, atol, nonsmooth=kink_robust)
     stops, stop_values = stop_spec(probe, stop)
 
     devices = list(jax.devices() if devices is None else devices)
