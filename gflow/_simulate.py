@@ -180,7 +180,9 @@ def _top_hessian_eigenvalue(problem: Problem, iters: int = 30) -> jax.Array:
     return jnp.abs(jnp.vdot(v, hvp(v)))
 
 
-def choose_solver(problem: Problem, lam, horizon, *, detect_kinks: bool = True) -> tuple[str, float]:
+def choose_solver(
+    problem: Problem, lam, horizon, *, detect_kinks: bool = True, matrix_free_rkc: bool = True
+) -> tuple[str, float]:
     """The `solver="auto"` rule. Returns (name, estimated sharpness at θ0).
 
     - `bosh3` (Bogacki–Shampine 3(2), used at `AUTO_NONSMOOTH_RTOL` unless tolerances are given)
@@ -194,7 +196,9 @@ def choose_solver(problem: Problem, lam, horizon, *, detect_kinks: bool = True) 
       need conjugate gradients;
     - else `tsit5`.
 
-    `horizon` is the final ODE time t1 (τ1/λ in slow time).
+    `horizon` is the final ODE time t1 (τ1/λ in slow time). `matrix_free_rkc=False` keeps
+    `ros34pw2` for every stiff smooth flow (`flow_limit` does: reading the W-matrix kind traces the
+    loss once per call).
     """
     sharp = float(_top_hessian_eigenvalue(problem))
     if detect_kinks and nonsmooth_operations(problem):
@@ -203,7 +207,9 @@ def choose_solver(problem: Problem, lam, horizon, *, detect_kinks: bool = True) 
         return "tsit5", sharp
     stiffness = (sharp + float(lam)) * float(horizon)
     if stiffness > AUTO_STIFFNESS:
-        return ("ros34pw2" if _materialised_w(problem, lam) else AUTO_MATRIX_FREE_STIFF_SOLVER), sharp
+        if matrix_free_rkc and not _materialised_w(problem, lam):
+            return AUTO_MATRIX_FREE_STIFF_SOLVER, sharp
+        return "ros34pw2", sharp
     return "tsit5", sharp
 
 

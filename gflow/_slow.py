@@ -185,7 +185,9 @@ def flow_limit(
         if not _is_concrete(t_max):
             raise ProblemError("solver='auto' needs a concrete t_max; name a solver inside jit/vmap")
         # The flow-limit solve keeps the smooth rule: its own solvers have no kink-robust path.
-        solver, _ = choose_solver(problem, 0.0, float(t_max), detect_kinks=False)
+        # The fixed-point search keeps its measured rule (ROS34PW2 when stiff); deciding RKC vs
+        # ROS34PW2 would trace the loss on every call, which its no-retrace promise forbids.
+        solver, _ = choose_solver(problem, 0.0, float(t_max), detect_kinks=False, matrix_free_rkc=False)
     if divergence_norm is None:
         divergence_norm = 1e8 * (1.0 + tree_norm(problem.params))
     return _flow_limit(
