@@ -665,6 +665,10 @@ class Ros34PW2(diffrax.AbstractAdaptiveSolver):
     def order(self, terms):
         return self.tableau.order
 
+    def startup_counts(self) -> dict[str, int]:
+        """Work done by `init` (not seen by the step-size controller): f(θ0)."""
+        return {"num_vf_evals": 1}
+
     def init(self, terms, t0, t1, y0, args):
         del t1
         flat0, unravel = jax.flatten_util.ravel_pytree(y0)

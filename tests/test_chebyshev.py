@@ -19,13 +19,11 @@ import numpy as np
 import pytest
 import scipy.integrate
 from test_nonsmooth_flows import neuron  # noqa: F401  (a module fixture: the leaky-ReLU reference)
-from test_stiff import diag_problem, diag_reference, flat, rel_err
+from test_stiff import counted_solve, diag_problem, diag_reference, flat, rel_err
 
 import gflow
 from gflow import _chebyshev as chb
-from gflow._flow import vector_field
 from gflow._rosenbrock import FlatField
-from gflow._simulate import _controller
 
 
 def test_stability_interval_and_damping():
@@ -169,21 +167,8 @@ def test_evaluation_counters_are_exact():
 
     problem = gflow.Problem(base.model, base.train, residuals=residuals)
     lam, t1 = jnp.asarray(0.05), 40.0
-    params, static = problem.split()
     solver = gflow.RKC()
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, a: vector_field(y, static, problem, lam, False)),
-        solver,
-        0.0,
-        t1,
-        5.0,  # far too large a first step: the run starts with rejections
-        params,
-        saveat=diffrax.SaveAt(t1=True, controller_state=True),
-        stepsize_controller=_controller("rkc", 1e-7, 1e-9),
-        max_steps=10_000,
-    )
-    jax.block_until_ready(sol.ys)
-    counts = {k: int(v) for k, v in sol.controller_state[1].items()}
+    sol, counts = counted_solve(problem, solver, lam, t1)
     steps = int(sol.stats["num_steps"])
     assert int(sol.stats["num_rejected_steps"]) > 0
     assert counts["num_hvps"] == steps * solver.power_iterations

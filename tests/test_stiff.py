@@ -483,6 +483,25 @@ def test_conjugate_gradient_counts_its_products():
     assert not bool(ok)
 
 
+def counted_solve(problem, solver, lam, t1):
+    """A Diffrax solve of `problem`'s flow with a counting solver from a far too large first step
+    (so the run starts with rejections); returns (solution, the controller's work counts)."""
+    params, static = problem.split()
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, y, a: vector_field(y, static, problem, lam, False)),
+        solver,
+        0.0,
+        t1,
+        5.0,
+        params,
+        saveat=diffrax.SaveAt(t1=True, controller_state=True),
+        stepsize_controller=_controller(solver, 1e-7, 1e-9),
+        max_steps=10_000,
+    )
+    jax.block_until_ready(sol.ys)
+    return sol, {k: int(v) for k, v in sol.controller_state[1].items()}
+
+
 @pytest.mark.parametrize("path", ["woodbury", "krylov", "dense"])
 def test_evaluation_counters_are_exact(path):
     """A host callback in the loss counts every forward pass: gradients (num_vf_evals), and one
@@ -508,19 +527,7 @@ def test_evaluation_counters_are_exact(path):
     solver = make_solver("ros34pw2_krylov" if path == "krylov" else "ros34pw2", problem, lam, False, 1e-7, 1e-9)
     expected_w = {"woodbury": ros.GaussNewton, "krylov": ros.GaussNewton, "dense": ros.ExactJacobian}[path]
     assert isinstance(solver.w_matrix, expected_w)
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, a: vector_field(y, static, problem, lam, False)),
-        solver,
-        0.0,
-        t1,
-        5.0,  # far too large a first step: the run starts with rejections
-        params,
-        saveat=diffrax.SaveAt(t1=True, controller_state=True),
-        stepsize_controller=_controller("ros34pw2", 1e-7, 1e-9),
-        max_steps=10_000,
-    )
-    jax.block_until_ready(sol.ys)
-    counts = {k: int(v) for k, v in sol.controller_state[1].items()}
+    sol, counts = counted_solve(problem, solver, lam, t1)
     steps = int(sol.stats["num_steps"])
     assert int(sol.stats["num_rejected_steps"]) > 0
     assert counts["num_vf_evals"] == 4 * steps  # 3 new stages and f(θ1) per attempted step
