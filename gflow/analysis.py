@@ -10,6 +10,8 @@ r"""Measurements on trajectories, models and data: the quantities the seed paper
   `min_nuclear_norm_completion`.
 - **Fourier features of embeddings**: `fourier_coefficients`, `fourier_measures` (Musat's three
   measurements), `key_frequencies` (Nanda).
+- **Progress measures of modular addition** (Nanda et al.): `logit_table`, `progress_measures`
+  (restricted and excluded loss, Gini coefficients, stable rank of the logit table).
 - **Spectra**: `singular_values`, `stable_rank`, `schatten_energy` (Tan et al.), `relu_kinks`
   (Boursier E1.2).
 - **Musat's isolated first-layer dynamics**: `first_layer_potential`, `first_layer_field`,
@@ -690,6 +692,121 @@ def key_frequencies(embedding, *, fraction: float = 0.8) -> KeyFrequencies:
     n = s.size
     gini = float((2 * np.arange(1, n + 1) - n - 1) @ s / (n * s.sum()))
     return KeyFrequencies(key=order[:count] + 1, energy=energy, shares=shares, fraction=fraction, gini=gini)
+
+
+def _pairs_and_labels(problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pairs (N, 2), labels (N,), is_train (N,)) over the train and test splits of a modular task."""
+    splits = [problem.train] + ([problem.test] if problem.test is not None else [])
+    for split in splits:
+        if not isinstance(split, dict) or "x" not in split or "label" not in split:
+            raise ProblemError("need a modular-arithmetic Problem (gflow.tasks.modular_arithmetic/_transformer)")
+    pairs = np.concatenate([np.asarray(s["x"]) for s in splits])
+    labels = np.concatenate([np.asarray(s["label"]) for s in splits])
+    is_train = np.zeros(len(labels), bool)
+    is_train[: len(np.asarray(problem.train["label"]))] = True
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or not np.issubdtype(pairs.dtype, np.integer):
+        raise ProblemError(f"need integer token pairs x of shape (N, 2), got {pairs.dtype} {pairs.shape}")
+    return pairs, labels, is_train
+
+
+@eqx.filter_jit
+def _batched_outputs(model, x):
+    return jax.vmap(model)(x)
+
+
+def logit_table(model, p: int) -> np.ndarray:
+    """The model's outputs on every pair (a, b) ∈ [0, p)²: an array (p, p, k), `[a, b]` = f(a, b)."""
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    x = jnp.asarray(np.stack([a.ravel(), b.ravel()], axis=1))
+    out = np.asarray(_batched_outputs(model, x))
+    return out.reshape(p, p, -1)
+
+
+def _sum_components(table, frequencies):
+    r"""Σ_k the projections of each output's (p, p) logit table onto cos(w_k(a+b)) and sin(w_k(a+b))."""
+    p = table.shape[0]
+    s = np.add.outer(np.arange(p), np.arange(p))
+    out = np.zeros_like(table)
+    for k in frequencies:
+        for wave in (np.cos(2 * np.pi * k * s / p), np.sin(2 * np.pi * k * s / p)):
+            coef = np.einsum("ab,abc->c", wave, table) / np.sum(wave**2)
+            out += wave[:, :, None] * coef[None, None, :]
+    return out
+
+
+def _cross_entropy(logits, labels) -> float:
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-np.mean(logp[np.arange(len(labels)), labels]))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressMeasures:
+    r"""Nanda et al.'s progress measures of a modular-addition model (§5.1 of their paper).
+
+    With L[a, b, c] the logits on the full p × p table and, for each output c, P_k the projection
+    of L[·, ·, c] onto span{cos(w_k(a+b)), sin(w_k(a+b))} (w_k = 2πk/p, over the p² grid):
+
+    - `restricted_loss`: cross-entropy over **all** pairs of the logits mean_{a,b} L + Σ_{k∈K} P_k L
+      (only the key frequencies K kept): low once the Fourier circuit exists;
+    - `excluded_loss`: cross-entropy over the **training** pairs of L − Σ_{k∈K} P_k L (the key
+      frequencies removed): rises when memorisation is no longer what fits the training set;
+    - `train_loss`, `test_loss`: the plain cross-entropies of L on the two splits;
+    - `embed_gini`, `logit_map_gini`: Gini coefficients of the Fourier energies of the token
+      embedding (`model.embed`) and of the neuron-to-logit map (`model.neuron_logit_map`),
+      NaN for a model without one (→ 1 as the model concentrates on few frequencies);
+    - `logit_stable_rank`: `stable_rank` of L as a (p², k) matrix (2|K| for a pure "clock"
+      table Σ_{k∈K} cos(w_k(a+b−c)), larger for a memorising one).
+    `frequencies` is K. Restricting with only the cos/sin(a+b) terms follows Nanda et al.'s
+    description; their code's per-neuron variant of the restricted loss is not reproduced.
+    """
+
+    frequencies: np.ndarray
+    restricted_loss: float
+    excluded_loss: float
+    train_loss: float
+    test_loss: float
+    embed_gini: float
+    logit_map_gini: float
+    logit_stable_rank: float
+
+
+def progress_measures(model, problem: Problem, *, frequencies=None, fraction: float = 0.8) -> ProgressMeasures:
+    """`ProgressMeasures` of `model` on a modular task `problem` (its train/test pairs and labels).
+
+    `frequencies`: the key frequencies K (1 ≤ k ≤ (p−1)/2); default the `key_frequencies` of
+    `model.embed` carrying `fraction` of its Fourier energy. Works for any model mapping a
+    token pair to p logits; the Gini coefficients need `.embed` / `.neuron_logit_map`.
+    """
+    pairs, labels, is_train = _pairs_and_labels(problem)
+    p = int(pairs.max()) + 1
+    p = max(p, int(labels.max()) + 1)
+    table = logit_table(model, p)
+    embed = getattr(model, "embed", None)
+    if frequencies is None:
+        if embed is None:
+            raise ProblemError("this model has no .embed: pass frequencies=[k1, k2, ...]")
+        frequencies = key_frequencies(embed, fraction=fraction).key
+    frequencies = np.unique(np.asarray(frequencies, int))
+    if frequencies.size == 0 or frequencies.min() < 1 or 2 * frequencies.max() >= p:
+        raise ProblemError(f"frequencies must lie in 1 … {(p - 1) // 2}, got {frequencies.tolist()}")
+    key_part = _sum_components(table, frequencies)
+    mean = table.mean(axis=(0, 1), keepdims=True)
+    a, b = pairs[:, 0], pairs[:, 1]
+    restricted = (mean + key_part)[a, b]
+    excluded = (table - key_part)[a, b]
+    logits = table[a, b]
+    logit_map = getattr(model, "neuron_logit_map", None)
+    return ProgressMeasures(
+        frequencies=frequencies,
+        restricted_loss=_cross_entropy(restricted, labels),
+        excluded_loss=_cross_entropy(excluded[is_train], labels[is_train]),
+        train_loss=_cross_entropy(logits[is_train], labels[is_train]),
+        test_loss=_cross_entropy(logits[~is_train], labels[~is_train]) if (~is_train).any() else math.nan,
+        embed_gini=key_frequencies(embed).gini if embed is not None else math.nan,
+        logit_map_gini=key_frequencies(logit_map).gini if logit_map is not None else math.nan,
+        logit_stable_rank=stable_rank(table.reshape(p * p, -1)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

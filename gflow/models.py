@@ -20,6 +20,7 @@ accept `key=None`.
 | `ModularMLP` | W2 ReLU(W1 [e_a; e_b] + b1) | Lyu E3.1 |
 | `EmbeddingNet` | ReLU((e_a + e_b)ᵀE) W | Musat E2.4/E2.5 |
 | `EmbedMLP` | W2 ReLU(W1(E_a + E_b) + b1) | Tan et al. (two clocks) |
+| `Transformer1L` | one-layer transformer on "a b =" (4 heads, ReLU MLP, no LayerNorm) | Nanda et al. 2023 (context, §6) |
 
 Token-pair models (`ModularMLP`, `EmbeddingNet`, `EmbedMLP`) take `x` as an integer pair (a, b)
 and index their weights, which equals multiplying by the one-hot encoding without forming it;
@@ -431,3 +432,129 @@ class EmbedMLP(eqx.Module):
     def __call__(self, x):
         z = self.embed[x[0]] + self.embed[x[1]]
         return self.w2 @ jax.nn.relu(self.w1 @ z + self.b1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one-layer transformer of Nanda et al. (modular addition)
+# ---------------------------------------------------------------------------------------------
+
+TRANSFORMER_ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu}
+
+
+class Transformer1L(eqx.Module):
+    r"""Nanda et al.'s one-layer transformer on the sequence "a b =" (papers.md §6, A15).
+
+    Vocabulary p + 1 (the numbers 0 … p−1 and "=" = p), context 3. With h_i = W_E[token_i] +
+    W_pos[i] (the residual stream, d_model wide):
+
+        r = h_3 + Attn(h_3; h_1, h_2, h_3),   r ← r + W_out σ(W_in r + b_in) + b_out,
+        f(a, b) = W_U r  ∈ ℝ^p,
+
+    with `n_heads` heads of size d_model/n_heads (scores scaled by 1/√d_head), no biases in the
+    attention, σ = ReLU (or GELU, for a smooth flow), no LayerNorm. The logits are read at the
+    "=" position only; a causal mask does not change them (the last position sees every
+    position), and in one layer the other positions' outputs never reach that read-out, so only
+    the "=" query is computed. Nanda's W_U also has a column for "="; here f has the p answer
+    logits only (a p-class problem like the other modular models).
+
+    Parts are `eqx.nn` modules: `token_embed` (Embedding), `attention` (MultiheadAttention),
+    `mlp_in`, `mlp_out`, `unembed` (Linear); `pos_embed` is an array. `embed` is the (p, d_model)
+    token-embedding table of the numbers, so `gflow.analysis.key_frequencies(model)` reads W_E.
+
+    `init(p, d_model=128, n_heads=4, d_mlp=512, key=..., alpha=1.0, activation="relu")`:
+    Nanda's code's initialisation, every weight 𝒩(0, 1/d_model) except W_U ~ 𝒩(0, 1/(p+1)),
+    biases zero; then every weight is multiplied by α. Nanda's sizes are the defaults (p = 113).
+    """
+
+    token_embed: eqx.nn.Embedding
+    pos_embed: jax.Array
+    attention: eqx.nn.MultiheadAttention
+    mlp_in: eqx.nn.Linear
+    mlp_out: eqx.nn.Linear
+    unembed: eqx.nn.Linear
+    activation: str = eqx.field(static=True)
+
+    @classmethod
+    def init(
+        cls,
+        p: int,
+        d_model: int = 128,
+        n_heads: int = 4,
+        d_mlp: int = 512,
+        *,
+        key,
+        alpha=1.0,
+        activation: str = "relu",
+        dtype=None,
+    ) -> Transformer1L:
+        if activation not in TRANSFORMER_ACTIVATIONS:
+            raise ProblemError(f"activation must be one of {', '.join(TRANSFORMER_ACTIVATIONS)}, got {activation!r}")
+        if d_model % n_heads:
+            raise ProblemError(f"d_model={d_model} must be a multiple of n_heads={n_heads}")
+        dt = _dtype(dtype)
+        keys = _split(key, 10)
+        std = alpha / math.sqrt(d_model)
+        vocab = p + 1
+        attention = eqx.nn.MultiheadAttention(n_heads, d_model, key=keys[0], dtype=dt)
+        mlp_in = eqx.nn.Linear(d_model, d_mlp, key=keys[1], dtype=dt)
+        mlp_out = eqx.nn.Linear(d_mlp, d_model, key=keys[2], dtype=dt)
+        unembed = eqx.nn.Linear(d_model, p, use_bias=False, key=keys[3], dtype=dt)
+        model = cls(
+            eqx.nn.Embedding(weight=_normal(keys[4], (vocab, d_model), std, dt)),
+            _normal(keys[5], (3, d_model), std, dt),
+            attention,
+            mlp_in,
+            mlp_out,
+            unembed,
+            activation,
+        )
+        # Replace eqx.nn's default (uniform) weights by Nanda's Gaussians; biases start at zero.
+        where = lambda m: (  # noqa: E731
+            m.attention.query_proj.weight,
+            m.attention.key_proj.weight,
+            m.attention.value_proj.weight,
+            m.attention.output_proj.weight,
+            m.mlp_in.weight,
+            m.mlp_in.bias,
+            m.mlp_out.weight,
+            m.mlp_out.bias,
+            m.unembed.weight,
+        )
+        wkeys = jax.random.split(keys[6], 6)
+        new = (
+            _normal(wkeys[0], (d_model, d_model), std, dt),
+            _normal(wkeys[1], (d_model, d_model), std, dt),
+            _normal(wkeys[2], (d_model, d_model), std, dt),
+            _normal(wkeys[3], (d_model, d_model), std, dt),
+            _normal(wkeys[4], (d_mlp, d_model), std, dt),
+            jnp.zeros((d_mlp,), dt),
+            _normal(wkeys[5], (d_model, d_mlp), std, dt),
+            jnp.zeros((d_model,), dt),
+            _normal(keys[7], (p, d_model), alpha / math.sqrt(vocab), dt),
+        )
+        return eqx.tree_at(where, model, new)
+
+    @property
+    def p(self) -> int:
+        return self.unembed.out_features
+
+    @property
+    def embed(self) -> jax.Array:
+        """W_E restricted to the p number tokens, shape (p, d_model)."""
+        return self.token_embed.weight[: self.p]
+
+    def residual(self, x):
+        """The residual stream at "=" after attention and MLP, shape (d_model,)."""
+        tokens = jnp.stack([x[0], x[1], jnp.asarray(self.p, x.dtype)])
+        h = jax.vmap(self.token_embed)(tokens) + self.pos_embed
+        r = h[2] + self.attention(h[2:], h, h)[0]
+        hidden = TRANSFORMER_ACTIVATIONS[self.activation](self.mlp_in(r))
+        return r + self.mlp_out(hidden)
+
+    def __call__(self, x):
+        return self.unembed(self.residual(x))
+
+    @property
+    def neuron_logit_map(self) -> jax.Array:
+        """W_L = W_U W_out, the map from MLP neurons to answer logits, shape (p, d_mlp)."""
+        return self.unembed.weight @ self.mlp_out.weight

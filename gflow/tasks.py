@@ -19,6 +19,7 @@ same in both.
 | `matrix_completion` | Boursier E1.1 (A7) |
 | `modular_arithmetic` | Lyu E3.1, Musat E2.4/E2.5, Tan et al. (A10, A11, A14) |
 | `teacher_relu_1d` | Boursier E1.2 (A8) |
+| `modular_transformer` | Nanda et al. 2023, Omnigrok App. C (A15) |
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .models import (
     ModularMLP,
     ReLU1D,
     SymmetricFactorisation,
+    Transformer1L,
 )
 
 
@@ -593,3 +595,38 @@ def modular_arithmetic(
         test=split(order[n_train:]),
         metrics={"accuracy": _label_accuracy},
     )
+
+
+def modular_transformer(
+    key=0,
+    *,
+    p: int = 113,
+    op: str = "+",
+    train_fraction: float = 0.3,
+    d_model: int = 128,
+    n_heads: int = 4,
+    d_mlp: int = 512,
+    activation: str = "relu",
+    loss: str = "cross_entropy",
+    alpha: float = 1.0,
+) -> Problem:
+    r"""Nanda et al.'s grokking experiment: a one-layer transformer (`Transformer1L`) on a ∘ b mod p.
+
+    Defaults are Nanda's: p = 113, a + b, 30% of the p² ordered pairs train (3 830 of 12 769),
+    d_model = 128, 4 heads of 32, a ReLU MLP of 512, full batch, cross-entropy. The published
+    run is AdamW (lr 1e−3, weight decay 1, β = (0.9, 0.98)): use `gflow.gd(problem, lam=1.0,
+    optimizer=...)`; the gradient flow θ' = −∇F − λθ is `simulate`. `activation="gelu"` gives
+    a smooth flow (ReLU's kinks make the flow non-smooth: `solver="auto"` then integrates it
+    with an explicit method). `loss="mse"` on one-hot targets has a reachable interpolating
+    manifold (Musat's setting) for the slow flow.
+
+    The data and metrics are those of `modular_arithmetic` (`accuracy` on both splits, the
+    integer answers under `label`); `alpha` multiplies every initial weight.
+    """
+    dt = _float()
+    k_split, k_model = jax.random.split(_key(key))
+    net = Transformer1L.init(
+        p, d_model, n_heads, d_mlp, key=k_model, alpha=jnp.asarray(alpha, dt), activation=activation, dtype=dt
+    )
+    # The split uses the same key stream as `modular_arithmetic`, so both tasks see the same pairs.
+    return modular_arithmetic(key, p=p, op=op, train_fraction=train_fraction, loss=loss, model=net)
