@@ -20,7 +20,7 @@ accept `key=None`.
 | `ModularMLP` | W2 ReLU(W1 [e_a; e_b] + b1) | Lyu E3.1 |
 | `EmbeddingNet` | ReLU((e_a + e_b)ᵀE) W | Musat E2.4/E2.5 |
 | `EmbedMLP` | W2 ReLU(W1(E_a + E_b) + b1) | Tan et al. (two clocks) |
-| `Transformer1L` | one-layer transformer on "a b =" (4 heads, ReLU MLP, no LayerNorm) | Nanda et al. 2023 (context, §6) |
+| `Transformer1L` | 1-layer transformer on "a b =" (4 heads, ReLU MLP, no LayerNorm) | Nanda et al. 2023 (§6) |
 
 Token-pair models (`ModularMLP`, `EmbeddingNet`, `EmbedMLP`) take `x` as an integer pair (a, b)
 and index their weights, which equals multiplying by the one-hot encoding without forming it;
