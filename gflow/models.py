@@ -492,7 +492,7 @@ class Transformer1L(eqx.Module):
         if d_model % n_heads:
             raise ProblemError(f"d_model={d_model} must be a multiple of n_heads={n_heads}")
         dt = _dtype(dtype)
-        keys = _split(key, 10)
+        keys = _split(key, 8)
         std = alpha / math.sqrt(d_model)
         vocab = p + 1
         attention = eqx.nn.MultiheadAttention(n_heads, d_model, key=keys[0], dtype=dt)
@@ -508,7 +508,8 @@ class Transformer1L(eqx.Module):
             unembed,
             activation,
         )
-        # Replace eqx.nn's default (uniform) weights by Nanda's Gaussians; biases start at zero.
+        # eqx.nn's constructors draw uniform weights (keys 0–3); replace them by Nanda's Gaussians
+        # and zero biases.
         where = lambda m: (  # noqa: E731
             m.attention.query_proj.weight,
             m.attention.key_proj.weight,

@@ -617,8 +617,9 @@ def modular_transformer(
     run is AdamW (lr 1e−3, weight decay 1, β = (0.9, 0.98)): use `gflow.gd(problem, lam=1.0,
     optimizer=...)`; the gradient flow θ' = −∇F − λθ is `simulate`. `activation="gelu"` gives
     a smooth flow (ReLU's kinks make the flow non-smooth: `solver="auto"` then integrates it
-    with an explicit method). `loss="mse"` on one-hot targets has a reachable interpolating
-    manifold (Musat's setting) for the slow flow.
+    with bosh3; with GELU and cross-entropy it picks tsit5). `loss="mse"` takes one-hot targets,
+    Musat's setting, where an interpolating manifold exists for the slow flow (not yet run with
+    this model).
 
     The data and metrics are those of `modular_arithmetic` (`accuracy` on both splits, the
     integer answers under `label`); `alpha` multiplies every initial weight.
