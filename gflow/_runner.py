@@ -35,6 +35,8 @@ from .experiments import call_factory, get_experiment, to_toml, validate_config
 from .plot import plot_trajectory
 
 RUN_FILES = ("config.toml", "trajectory.nc", "final.eqx", "trajectory.png", "summary.md", "metadata.json")
+# A figure experiment's folder (gflow.papers): its dataset and figure instead of one trajectory.
+FIGURE_FILES = ("config.toml", "figure.nc", "figure.png", "summary.md", "metadata.json")
 
 
 def build_problem(cfg):
@@ -55,6 +57,24 @@ def build_problem(cfg):
         raise ConfigError(
             f"gflow.tasks.{exp.task}({args}) failed: {_first_line(err)}; check the [task] values"
         ) from None
+
+
+def build_figure_problem(cfg):
+    """Check a figure configuration by building its problem (when its module has one) before any folder exists."""
+    from .papers import FIGURES
+
+    module = FIGURES[cfg["experiment"]].implementation()
+    build = getattr(module, "build_problem", None)
+    if build is None:
+        return None
+    try:
+        return build(cfg["figure"])
+    except GflowError:
+        raise
+    except (TypeError, ValueError) as err:
+        from .experiments import ConfigError, _first_line
+
+        raise ConfigError(f"{cfg['experiment']}: {_first_line(err)}; check the [figure] values") from None
 
 
 def _stderr_is_terminal() -> bool:
@@ -126,6 +146,16 @@ def run_config(cfg, out_dir, *, progress: bool = True, echo=print, problem=None,
     write_atomic(out_dir / "final.eqx", lambda fh: eqx.tree_serialise_leaves(fh, traj.final))
     summary = _summary(exp, cfg, traj, wall)
     write_atomic(out_dir / "summary.md", summary["markdown"])
+    write_atomic(out_dir / "metadata.json", _metadata(wall))
+    plot_run(out_dir, traj=traj)
+    write_manifest(out_dir, RUN_FILES)
+    for line in summary["lines"]:
+        echo(line)
+    echo(f"  wrote {shown_as}/ ({', '.join(RUN_FILES)})")
+    return {"trajectory": traj, "phases": summary["phases"], "wall_s": wall, "out": shown_as}
+
+
+def _metadata(wall: float) -> str:
     meta = {
         "gflow": _version(),
         "jax": jax.__version__,
@@ -138,13 +168,41 @@ def run_config(cfg, out_dir, *, progress: bool = True, echo=print, problem=None,
         "wall_seconds_including_compilation": wall,
         "command": " ".join(sys.argv),
     }
-    write_atomic(out_dir / "metadata.json", json.dumps(meta, indent=2) + "\n")
-    plot_run(out_dir, traj=traj)
-    write_manifest(out_dir, RUN_FILES)
-    for line in summary["lines"]:
-        echo(line)
-    echo(f"  wrote {shown_as}/ ({', '.join(RUN_FILES)})")
-    return {"trajectory": traj, "phases": summary["phases"], "wall_s": wall, "out": shown_as}
+    return json.dumps(meta, indent=2) + "\n"
+
+
+def run_figure(cfg, out_dir, *, progress: bool = True, echo=print, shown_as=None) -> dict:
+    """Run a figure experiment's resolved configuration (`experiments.resolve_figure_config`) into
+    the (existing, empty) folder `out_dir`: `figure.nc` (the module's Dataset), `figure.png`,
+    `summary.md`, `config.toml`, `metadata.json`, each written atomically and listed in the manifest.
+    """
+    from .papers import FIGURES
+
+    out_dir = pathlib.Path(out_dir)
+    shown_as = out_dir if shown_as is None else pathlib.Path(shown_as)
+    exp = FIGURES[cfg["experiment"]]
+    module = exp.implementation()
+    write_atomic(out_dir / "config.toml", to_toml(cfg))
+    echo(f"gflow run {exp.name} ({cfg['size']} size): {exp.description}")
+    if progress and not _stderr_is_terminal():
+        print(f"gflow: {exp.name}: running (no progress bars: stderr is not a terminal)", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    ds = module.measure(cfg["figure"], progress=progress and _stderr_is_terminal(), echo=echo)
+    wall = time.perf_counter() - start
+    ds.attrs.update(experiment=exp.name, size=cfg["size"], wall_seconds_including_compilation=wall)
+    write_atomic(out_dir / "figure.nc", bytes(ds.to_netcdf(engine="scipy")))
+    rows = module.summary(ds)
+    md = [f"# {exp.name} ({cfg['size']} size)", "", f"{exp.description}. Paper: {exp.paper}, {exp.figure}.", ""]
+    md += ["| quantity | value |", "|---|---|"] + [f"| {q} | {v} |" for q, v in rows]
+    md += ["", f"Wall time {wall:.1f} s including compilation. Data: figure.nc (xarray, engine='scipy').", ""]
+    write_atomic(out_dir / "summary.md", "\n".join(md))
+    write_atomic(out_dir / "metadata.json", _metadata(wall))
+    plot_run(out_dir, figure_data=ds)
+    write_manifest(out_dir, FIGURE_FILES)
+    for q, v in rows:
+        echo(f"  {q}: {v}")
+    echo(f"  {wall:.1f} s; wrote {shown_as}/ ({', '.join(FIGURE_FILES)})")
+    return {"dataset": ds, "wall_s": wall, "out": shown_as}
 
 
 def _version(name="gflow"):
@@ -196,12 +254,14 @@ def _summary(exp, cfg, traj, wall) -> dict:
     return {"lines": lines, "markdown": "\n".join(md), "phases": phases}
 
 
-def plot_run(run_dir, *, traj=None) -> list[pathlib.Path]:
+def plot_run(run_dir, *, traj=None, figure_data=None) -> list[pathlib.Path]:
     """(Re)draw a run folder's figures from its stored data; returns the PNG paths."""
     import matplotlib.pyplot as plt
 
     run_dir = pathlib.Path(run_dir)
     written = []
+    if figure_data is not None or (run_dir / "figure.nc").exists():
+        written.append(_plot_figure(run_dir, figure_data))
     if (run_dir / "trajectory.nc").exists():
         if traj is None:
             try:
@@ -232,7 +292,7 @@ def plot_run(run_dir, *, traj=None) -> list[pathlib.Path]:
         from ._problem import ProblemError
 
         raise ProblemError(
-            f"{run_dir} is not a gflow run folder (no trajectory.nc or store/); "
+            f"{run_dir} is not a gflow run folder (no trajectory.nc, figure.nc or store/); "
             "give a folder made by gflow run/sweep/demo"
         )
     return written
@@ -282,3 +342,27 @@ def _trajectory_from_netcdf(path):
         time="slow" if slow else "fast",
         solver=ds.attrs["solver"],
     )
+
+
+def _plot_figure(run_dir: pathlib.Path, ds=None) -> pathlib.Path:
+    """Draw a figure experiment's `figure.png` from its Dataset (read from `figure.nc` if not given)."""
+    import matplotlib.pyplot as plt
+
+    from ._problem import ProblemError
+    from .papers import FIGURES
+
+    if ds is None:
+        try:
+            ds = xr.open_dataset(run_dir / "figure.nc", engine="scipy").load()
+            exp = FIGURES[ds.attrs["experiment"]]
+        except Exception as err:  # any damage: truncated, not NetCDF, no or unknown experiment
+            raise ProblemError(
+                f"{run_dir / 'figure.nc'} is unreadable or not written by gflow ({type(err).__name__}); "
+                f"rerun it with gflow run {run_dir / 'config.toml'}"
+            ) from None
+    else:
+        exp = FIGURES[ds.attrs["experiment"]]
+    fig = exp.implementation().plot(ds)
+    path = write_atomic(run_dir / "figure.png", lambda fh: fig.savefig(fh, format="png", dpi=110))
+    plt.close(fig)
+    return path

@@ -24,15 +24,18 @@ class CliError(Exception):
 
 def _cmd_list(args) -> int:
     from .experiments import EXPERIMENTS
+    from .papers import FIGURES
 
     rows = [(e.name, f"{e.paper}, {e.figure}", e.runtime, e.description) for e in EXPERIMENTS.values()]
+    rows += [(e.name, f"{e.paper}, {e.figure}", e.runtime, f"[figure] {e.description}") for e in FIGURES.values()]
     widths = [max(len(r[i]) for r in rows + [("EXPERIMENT", "PAPER, FIGURE", "QUICK", "")]) for i in range(3)]
     print(f"{'EXPERIMENT':<{widths[0]}}  {'PAPER, FIGURE':<{widths[1]}}  {'QUICK':<{widths[2]}}  DESCRIPTION")
     for r in rows:
         print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
     print(
         "\nQUICK = wall time at the default (quick) size on a 2-core CPU, compilation included. "
-        "Run one with: gflow run NAME [--set run.lam=1e-3] [--full]"
+        "Run one with: gflow run NAME [--set run.lam=1e-3] [--smoke | --full]. [figure] experiments combine "
+        "several runs (flow, GD, AdamW, sweeps) in one figure; set their fields with --set figure.FIELD=VALUE."
     )
     return 0
 
@@ -42,10 +45,18 @@ def _cmd_run(args) -> int:
     from ._runner import build_problem, run_config
     from .experiments import resolve_config
 
-    cfg = resolve_config(args.experiment, overrides=args.set or (), full=args.full)
+    cfg = resolve_config(args.experiment, overrides=args.set or (), full=args.full, smoke=args.smoke)
+    name = cfg["experiment"].replace(":", "-").replace(".", "-")
+    if "figure" in cfg:
+        from ._runner import build_figure_problem, run_figure
+
+        build_figure_problem(cfg)  # a failing task leaves no folder behind
+        out = target_folder(args.out, name, overwrite=args.overwrite)
+        with staged_folder(out) as stage:
+            run_figure(cfg, stage, progress=not args.quiet, shown_as=out)
+        return 0
     # Build the problem before making the folder, so a failing task or factory leaves nothing behind.
     problem = build_problem(cfg)
-    name = cfg["experiment"].replace(":", "-").replace(".", "-")
     out = target_folder(args.out, name, overwrite=args.overwrite)
     # Written into a sibling that replaces `out` only once the run has succeeded.
     with staged_folder(out) as stage:
@@ -174,8 +185,10 @@ def _cmd_sweep(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from ._simulate import SOLVER_NAMES
     from .experiments import EXPERIMENTS
+    from .papers import FIGURES
 
     names = ", ".join(EXPERIMENTS)
+    run_names = ", ".join([*EXPERIMENTS, *FIGURES])
     parser = argparse.ArgumentParser(
         prog="gflow",
         description="Gradient flow with weight decay, dθ/dt = −∇F(θ) − λθ, integrated as an ODE, for the study "
@@ -200,12 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
         'directory; or a config .toml with experiment = NAME or "module:function" and [task]/[run] tables, '
         "[task] being the factory's keyword arguments) and write a run folder: config.toml (the resolved config: "
         "rerun it with 'gflow run FOLDER/config.toml'), trajectory.nc, final.eqx, trajectory.png, summary.md, "
-        "metadata.json. The progress bar is drawn only when stderr is a terminal.",
+        "metadata.json. A [figure] experiment writes figure.nc and figure.png instead of the trajectory files. "
+        "The progress bar is drawn only when stderr is a terminal.",
     )
     p.add_argument(
         "experiment",
         metavar="EXPERIMENT|MODULE:FUNCTION|CONFIG.toml",
-        help=f"one of: {names}; or module:function; or a .toml file",
+        help=f"one of: {run_names}; or module:function; or a .toml file",
     )
     p.add_argument(
         "--set",
@@ -213,7 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.FIELD=VALUE",
         help="override a field, e.g. --set run.lam=1e-3 --set task.alpha=30 (checked against its type)",
     )
-    p.add_argument("--full", action="store_true", help="the paper's size instead of the quick one")
+    sizes = p.add_mutually_exclusive_group()
+    sizes.add_argument("--full", action="store_true", help="the paper's size instead of the quick one")
+    sizes.add_argument(
+        "--smoke", action="store_true", help="seconds: a figure's smoke size; 40 saves for a task preset"
+    )
     p.add_argument("--out", help="run folder (default: a new gflow-runs/NAME-<timestamp>)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

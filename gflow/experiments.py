@@ -223,6 +223,13 @@ def get_experiment(name: str) -> Experiment:
     try:
         return EXPERIMENTS[name]
     except (KeyError, TypeError):
+        from .papers import FIGURES
+
+        if isinstance(name, str) and name in FIGURES:
+            raise ConfigError(
+                f"{name} is a figure experiment (several runs drawn in one figure): run it with "
+                f"gflow run {name} [--smoke | --full]; gflow sweep takes: {', '.join(EXPERIMENTS)}"
+            ) from None
         raise ConfigError(
             f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)} "
             "(or module:function for your own (key[, alpha]) -> gflow.Problem factory)"
@@ -460,8 +467,10 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise ConfigError(f"--set takes section.field=value (e.g. run.lam=1e-3 or task.alpha=30), got {text!r}")
     key, raw = text.split("=", 1)
     section, field = key.strip().split(".", 1)
-    if section not in ("task", "run"):
-        raise ConfigError(f"--set section must be task or run, got {section!r} in {text!r}")
+    if section not in ("task", "run", "figure"):
+        raise ConfigError(
+            f"--set section must be task or run (figure for a figure experiment), got {section!r} in {text!r}"
+        )
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -469,8 +478,15 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, field.strip(), value
 
 
-def resolve_config(source: str, *, overrides=(), full: bool = False) -> dict:
-    """A configuration from a preset name or a TOML file, then `--full`, then `--set` overrides."""
+def resolve_config(source: str, *, overrides=(), full: bool = False, smoke: bool = False) -> dict:
+    """A configuration from a preset name or a TOML file, then `--full` or `--smoke`, then `--set` overrides.
+
+    `smoke`: a figure experiment's smoke size; for a task preset (seconds already), 40 saves.
+    """
+    if full and smoke:
+        raise ConfigError("give at most one of --smoke and --full")
+    if not source.endswith(".toml") and _figure(source) is not None:
+        return resolve_figure_config({"experiment": source}, overrides=overrides, full=full, smoke=smoke)
     if source.endswith(".toml"):
         try:
             with open(source, "rb") as f:
@@ -492,6 +508,8 @@ def resolve_config(source: str, *, overrides=(), full: bool = False) -> dict:
                     f"got {raw[section]!r}"
                 )
         name = raw.get("experiment")
+        if _figure(name) is not None:
+            return resolve_figure_config(raw, overrides=overrides, full=full, smoke=smoke, source=source)
         base = get_experiment(name).config(full=full) if isinstance(name, str) else {}
         if isinstance(name, str) and is_factory_spec(name) and full:
             raise ConfigError(f"--full needs a named experiment; {name} has a single size")
@@ -506,10 +524,69 @@ def resolve_config(source: str, *, overrides=(), full: bool = False) -> dict:
         if exp.is_user and full:
             raise ConfigError(f"--full needs a named experiment; {source} has a single size")
         cfg = exp.config(full=full)
+    if smoke:
+        cfg["run"]["saves"] = min(40, cfg["run"].get("saves", 40))
     for text in overrides:
         section, field, value = parse_override(text)
+        if section == "figure":
+            raise ConfigError(f"{cfg['experiment']} is a task preset: set its fields with task.FIELD or run.FIELD")
         cfg.setdefault(section, {})[field] = value
     return validate_config(cfg)
+
+
+# -- figure experiments (gflow.papers): several runs in one figure ------------------------------
+
+
+def _figure(name):
+    """The `gflow.papers.FigureExperiment` called `name`, or None."""
+    from .papers import FIGURES
+
+    return FIGURES.get(name) if isinstance(name, str) else None
+
+
+def resolve_figure_config(raw: Mapping, *, overrides=(), full=False, smoke=False, source=None) -> dict:
+    """A figure experiment's configuration `{"experiment", "size", "figure": {field: value}}`.
+
+    The size's fields, then the `[figure]` table of `raw` (a config file), then `--set figure.FIELD=VALUE`.
+    `--full`/`--smoke` replace the size named in `raw` (default "quick").
+    """
+    exp = _figure(raw["experiment"])
+    where = f"in {source}, " if source else ""
+    unknown = set(raw) - {"experiment", "size", "figure"}
+    if unknown:
+        raise ConfigError(
+            f"{where}unknown config section(s) {', '.join(sorted(unknown))}; use experiment, size, [figure]"
+        )
+    size = "full" if full else "smoke" if smoke else raw.get("size", "quick")
+    if size not in exp.sizes:
+        raise ConfigError(f"{where}size must be one of {', '.join(exp.sizes)}, got {size!r}")
+    table = raw.get("figure", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}figure must be a table ([figure] then one field = value per line), got {table!r}")
+    base = exp.params(size)
+    values = dict(table)
+    for text in overrides:
+        section, field, value = parse_override(text)
+        if section != "figure":
+            raise ConfigError(
+                f"{exp.name} is a figure experiment: set its fields with --set figure.FIELD=VALUE "
+                f"(fields: {', '.join(base)})"
+            )
+        values[field] = value
+    for key, value in values.items():
+        if key not in base:
+            raise ConfigError(f"unknown figure field {key!r} for {exp.name}; valid: {', '.join(base)}")
+        default = base[key]
+        if isinstance(default, list):
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"figure.{key} must be a non-empty list like {default!r}, got {value!r}")
+            base[key] = [_coerce(f"figure.{key}", v, default[0], None) for v in value]
+        else:
+            base[key] = _coerce(f"figure.{key}", value, default, None)
+        if isinstance(base[key], int) and not isinstance(base[key], bool) and not 0 <= base[key] <= MAX_SIZE:
+            raise ConfigError(f"figure.{key} must be an integer in [0, {MAX_SIZE:.0e}], got {base[key]}")
+    exp.check(base)
+    return {"experiment": exp.name, "size": size, "figure": base}
 
 
 def _toml_key(key) -> str:
@@ -537,7 +614,8 @@ def to_toml(cfg: Mapping) -> str:
         raise ConfigError(f"cannot write {v!r} ({type(v).__name__}) to config.toml; use numbers, strings or lists")
 
     lines = [f"experiment = {value(cfg['experiment'])}"]
-    for section in ("task", "run"):
+    lines += [f"{k} = {value(v)}" for k, v in cfg.items() if k != "experiment" and not isinstance(v, Mapping)]
+    for section in [k for k, v in cfg.items() if isinstance(v, Mapping)]:
         lines += ["", f"[{section}]"]
         lines += [f"{_toml_key(k)} = {value(v)}" for k, v in cfg[section].items() if v is not None]
     return "\n".join(lines) + "\n"

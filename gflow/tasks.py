@@ -609,6 +609,7 @@ def modular_transformer(
     activation: str = "relu",
     loss: str = "cross_entropy",
     alpha: float = 1.0,
+    dtype: str | None = None,
 ) -> Problem:
     r"""Nanda et al.'s grokking experiment: a one-layer transformer (`Transformer1L`) on a ∘ b mod p.
 
@@ -622,12 +623,24 @@ def modular_transformer(
     this model).
 
     The data and metrics are those of `modular_arithmetic` (`accuracy` on both splits, the
-    integer answers under `label`); `alpha` multiplies every initial weight.
+    integer answers under `label`); `alpha` multiplies every initial weight. `dtype`:
+    `"float32"` or `"float64"` for the parameters and float data (default: JAX's default float,
+    float64 once x64 is enabled); float32 runs the quick-size flow about 3.7 times faster on a CPU
+    (76 s against 284 s for the flow of the `nanda_transformer` experiment's quick size, 2 cores).
     """
-    dt = _float()
+    if dtype is None:
+        dt = _float()
+    elif dtype in ("float32", "float64"):
+        dt = jnp.dtype(dtype)
+    else:
+        raise ProblemError(f"dtype must be 'float32', 'float64' or None (JAX's default float), got {dtype!r}")
     k_split, k_model = jax.random.split(_key(key))
     net = Transformer1L.init(
         p, d_model, n_heads, d_mlp, key=k_model, alpha=jnp.asarray(alpha, dt), activation=activation, dtype=dt
     )
     # The split uses the same key stream as `modular_arithmetic`, so both tasks see the same pairs.
-    return modular_arithmetic(key, p=p, op=op, train_fraction=train_fraction, loss=loss, model=net)
+    problem = modular_arithmetic(key, p=p, op=op, train_fraction=train_fraction, loss=loss, model=net)
+    if dt == _float():
+        return problem
+    # One-hot targets (loss="mse") are built in the default float: give them the model's dtype.
+    return jax.tree.map(lambda x: x.astype(dt) if eqx.is_inexact_array(x) else x, problem)

@@ -20,3 +20,37 @@ def _fresh_jax_caches_per_module():
     # the session. A module that needs a solve another module compiled recompiles it (seconds).
     yield
     jax.clear_caches()
+
+
+@pytest.fixture(scope="session")
+def figure_run(tmp_path_factory):
+    """`figure_run(name, size="smoke", *overrides)`: `gflow run NAME --SIZE --set ...` in process,
+    once per session for each argument tuple (the registry tests and a figure's own acceptance
+    tests share the run). Returns `out` (the run folder), `ds` (its figure.nc, loaded), `stdout`
+    and `stderr` (stderr is not a terminal here: plain progress lines)."""
+    import contextlib
+    import io
+    import types
+
+    import xarray as xr
+
+    from gflow import cli
+
+    done = {}
+
+    def run(name: str, size: str = "smoke", *overrides: str):
+        key = (name, size, overrides)
+        if key not in done:
+            out = tmp_path_factory.mktemp(name) / "run"
+            argv = ["run", name, "--out", str(out), *(["--" + size] if size != "quick" else [])]
+            for text in overrides:
+                argv += ["--set", text]
+            stdout, stderr = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                rc = cli.main(argv)
+            assert rc == 0, stderr.getvalue()
+            ds = xr.open_dataset(out / "figure.nc", engine="scipy").load()
+            done[key] = types.SimpleNamespace(out=out, ds=ds, stdout=stdout.getvalue(), stderr=stderr.getvalue())
+        return done[key]
+
+    return run
