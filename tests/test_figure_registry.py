@@ -17,9 +17,9 @@ FOLDER = ("config.toml", "figure.nc", "figure.png", "summary.md", "metadata.json
 
 def test_every_script_is_a_registered_figure():
     # scripts/ holds only thin entry points, one per figure (the issue-14 shape).
-    scripts = {p.stem for p in SCRIPTS.glob("*.py") if not p.stem.startswith("_")}
-    assert set(FIGURES) <= scripts
-    for name in FIGURES:
+    scripts = {p.stem for p in SCRIPTS.glob("*.py")}
+    assert scripts == set(FIGURES)
+    for name in scripts:
         text = (SCRIPTS / f"{name}.py").read_text()
         assert f'main(["run", "{name}", *sys.argv[1:]])' in text, name
         assert len(text.splitlines()) < 40, f"{name}.py is not a thin entry point"

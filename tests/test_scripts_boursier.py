@@ -1,16 +1,12 @@
-"""The Boursier et al. figure scripts (papers.md E1.1–E1.3) and acceptance experiments A7, A8.
+"""The Boursier et al. figure experiments (papers.md E1.1–E1.3) and acceptance experiments A7, A8.
 
-Each script runs once at its `--smoke` size in a subprocess (all three start together, so two
-cores overlap their compilations); the smoke tests check the files, and the acceptance tests
-check the numbers in the NetCDF data against the papers' claims, with tolerances explained at
+Each figure runs once at its smoke size in process (`figure_run`, shared with
+`tests/test_figure_registry.py`); the smoke tests check the run folder, and the acceptance tests
+check the numbers in its `figure.nc` against the papers' claims, with tolerances explained at
 each assertion. References are NumPy/SciPy (SVD, the linear program), never the flow itself.
 """
 
 from __future__ import annotations
-
-import pathlib
-import subprocess
-import sys
 
 import matplotlib
 
@@ -18,11 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-import xarray as xr
 
 from gflow.plot import plot_singular_values
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = {
     "fig2": "boursier_fig2_matrix_completion",
     "fig3": "boursier_fig3_relu_regression",
@@ -31,33 +25,12 @@ SCRIPTS = {
 LAM_FIG2, LAM_FIG3, LAM_FIG4 = 1e-3, 1e-3, 1e-4
 
 
-@pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory):
-    """Start every script with --smoke at once; {key: (returncode, stdout, stderr, out folder)}."""
-    procs = {}
-    for key, name in SCRIPTS.items():
-        out = tmp_path_factory.mktemp(key) / "run"
-        cmd = [sys.executable, str(ROOT / "scripts" / f"{name}.py"), "--smoke", "--out", str(out)]
-        procs[key] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), out)
-    results = {}
-    try:
-        for key, (proc, out) in procs.items():
-            stdout, stderr = proc.communicate(timeout=900)
-            results[key] = (proc.returncode, stdout, stderr, out)
-    finally:
-        for proc, _ in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-    return results
-
-
-def _outputs(smoke_runs, key):
-    code, stdout, stderr, out = smoke_runs[key]
-    assert code == 0, stderr[-3000:]
-    png = out / f"{SCRIPTS[key]}.png"
+def _smoke(figure_run, key):
+    """The smoke run of a figure (in process, once per session): its dataset and printed summary."""
+    run = figure_run(SCRIPTS[key])
+    png = run.out / "figure.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
-    ds = xr.open_dataset(out / f"{SCRIPTS[key]}.nc", engine="scipy").load()
-    return ds, stdout
+    return run.ds, run.stdout
 
 
 def _at(ds, name, t):
@@ -96,8 +69,8 @@ def test_plot_singular_values_draws_curves_references_and_lambda_marker():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fig2_smoke_writes_figure_and_data(smoke_runs):
-    ds, stdout = _outputs(smoke_runs, "fig2")
+def test_fig2_smoke_writes_figure_and_data(figure_run):
+    ds, stdout = _smoke(figure_run, "fig2")
     n_t = ds.sizes["time"]
     assert ds["singular_values"].dims == ("time", "index") and ds.sizes["index"] == 10
     for name in ("train_mse", "test_mse", "norm_sq", "test_relative_error"):
@@ -107,8 +80,8 @@ def test_fig2_smoke_writes_figure_and_data(smoke_runs):
     assert "singular values at the end" in stdout
 
 
-def test_a7_singular_values_drift_to_the_rank_3_ground_truth(smoke_runs):
-    ds, _ = _outputs(smoke_runs, "fig2")
+def test_a7_singular_values_drift_to_the_rank_3_ground_truth(figure_run):
+    ds, _ = _smoke(figure_run, "fig2")
     t = ds["t"].values
     svs = ds["singular_values"].values
     sigma_star = ds["sigma_star"].values
@@ -153,8 +126,8 @@ def test_a7_singular_values_drift_to_the_rank_3_ground_truth(smoke_runs):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fig3_smoke_writes_figure_and_data(smoke_runs):
-    ds, stdout = _outputs(smoke_runs, "fig3")
+def test_fig3_smoke_writes_figure_and_data(figure_run):
+    ds, stdout = _smoke(figure_run, "fig3")
     n_t = ds.sizes["time"]
     for name in ("train_loss", "test_loss", "norm"):
         assert ds[name].shape == (n_t,) and np.all(np.isfinite(ds[name].values)), name
@@ -166,8 +139,8 @@ def test_fig3_smoke_writes_figure_and_data(smoke_runs):
     assert "distinct kinks at the end" in stdout
 
 
-def test_a8_relu_norm_falls_after_one_over_lambda_and_kinks_disappear(smoke_runs):
-    ds, _ = _outputs(smoke_runs, "fig3")
+def test_a8_relu_norm_falls_after_one_over_lambda_and_kinks_disappear(figure_run):
+    ds, _ = _smoke(figure_run, "fig3")
     t = ds["t"].values
     train, test, norm = ds["train_loss"].values, ds["test_loss"].values, ds["norm"].values
     # Interpolation: the train loss falls by 1e6 (from ≈ 580; measured ≤ 5.4e-4 at the end, the
@@ -196,8 +169,8 @@ def test_a8_relu_norm_falls_after_one_over_lambda_and_kinks_disappear(smoke_runs
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fig4_smoke_writes_figure_and_data(smoke_runs):
-    ds, stdout = _outputs(smoke_runs, "fig4")
+def test_fig4_smoke_writes_figure_and_data(figure_run):
+    ds, stdout = _smoke(figure_run, "fig4")
     n_t, d = ds.sizes["time"], ds.sizes["coord"]
     assert ds["beta"].shape == (n_t, d) and np.all(np.isfinite(ds["beta"].values))
     for name in ("train_loss", "test_loss", "norm_sq", "distance_l1"):
@@ -206,8 +179,8 @@ def test_fig4_smoke_writes_figure_and_data(smoke_runs):
     assert "min-ℓ1 interpolator" in stdout
 
 
-def test_e13_diagonal_net_reaches_the_min_l1_interpolator_after_one_over_lambda(smoke_runs):
-    ds, _ = _outputs(smoke_runs, "fig4")
+def test_e13_diagonal_net_reaches_the_min_l1_interpolator_after_one_over_lambda(figure_run):
+    ds, _ = _smoke(figure_run, "fig4")
     t = ds["t"].values
     beta_l1, beta_star = ds["beta_l1"].values, ds["beta_star"].values
     # The LP's minimum-ℓ1 interpolator is the 3-sparse teacher at this size (exact recovery).

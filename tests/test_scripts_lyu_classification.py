@@ -1,43 +1,27 @@
-"""Lyu et al. Fig. 1a/1b scripts: smoke runs, and the acceptance numbers of papers.md A4 and A5.
+"""Lyu et al. Fig. 1a/1b figures (`gflow.papers`): smoke runs, and the acceptance numbers of papers.md A4 and A5.
 
-The acceptance tests call the scripts' own functions (config → sweep → references → measures) at
-the quick size with one seed, so they check the numbers the scripts report.
+The acceptance tests call the figure modules' own functions (config → sweep → references →
+measurements) at the quick size with one seed, so they check the numbers the figures report.
 """
 
 import functools
-import importlib.util
 import math
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
-import xarray as xr
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+import gflow.papers.lyu_fig1a_sparse_classification as fig1a
+import gflow.papers.lyu_fig1b_misgrokking as fig1b
+
 FIG1A = "lyu_fig1a_sparse_classification"
 FIG1B = "lyu_fig1b_misgrokking"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _smoke(name, out):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / f"{name}.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    png = out / f"{name}.png"
+def _smoke(name, figure_run):
+    run = figure_run(name)
+    png = run.out / "figure.png"
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 20_000
-    return proc.stdout, xr.open_dataset(out / f"{name}.nc", engine="scipy").load()
+    return run.stdout, run.ds
 
 
 def _check_curves(ds, n_alpha):
@@ -52,16 +36,16 @@ def _check_curves(ds, n_alpha):
     assert np.all(ds["norm"].values[..., -1] < ds["alpha"].values)
 
 
-def test_fig1a_smoke(tmp_path):
-    stdout, ds = _smoke(FIG1A, tmp_path)
+def test_fig1a_smoke(figure_run):
+    stdout, ds = _smoke(FIG1A, figure_run)
     _check_curves(ds, 2)
     assert ds["t90"].dims == ("seed", "alpha") and np.all(np.isfinite(ds["t90"].values))
     assert np.all(np.isfinite(ds["plateau"].values)) and ds["kernel_test_accuracy"].dims == ("seed",)
     assert "t90 shift" in stdout
 
 
-def test_fig1b_smoke(tmp_path):
-    stdout, ds = _smoke(FIG1B, tmp_path)
+def test_fig1b_smoke(figure_run):
+    stdout, ds = _smoke(FIG1B, figure_run)
     _check_curves(ds, 1)
     for name in ("plateau", "t_drop", "kernel_test_accuracy", "l1_test_accuracy"):
         assert np.all(np.isfinite(ds[name].values)), name
@@ -75,11 +59,10 @@ def test_fig1b_smoke(tmp_path):
 
 @functools.cache
 def fig1a_quick():
-    fig1a = _script(FIG1A)
-    cfg = fig1a.config("quick", seeds=(0,))  # d = 2000, n = 100, λ = 0.01, α ∈ {16, 64, 256}
+    cfg = fig1a.config({**fig1a.FIGURE.params("quick"), "seeds": [0]})  # d = 2000, n = 100, λ = 0.01, α ∈ {16, 64, 256}
     ds, _ = fig1a.simulate_grid(cfg)
     refs = fig1a.references(cfg)
-    return cfg, ds, refs, fig1a.measure(ds, refs, cfg)
+    return cfg, ds, refs, fig1a.measurements(ds, refs, cfg)
 
 
 def test_a4_grokking_time_shifts_by_ln4_over_lambda():
@@ -128,11 +111,10 @@ def test_a4_rich_phase_reaches_the_sparse_teacher():
 
 
 def test_a5_misgrokking():
-    fig1b = _script(FIG1B)
-    cfg = fig1b.config("quick", seeds=(0,))
+    cfg = fig1b.config({**fig1b.FIGURE.params("quick"), "seeds": [0]})
     ds, _ = fig1b.simulate_grid(cfg)
     refs = fig1b.references(cfg)
-    meas = fig1b.measure(ds, refs, cfg)
+    meas = fig1b.measurements(ds, refs, cfg)
     assert bool(ds["ok"].all())
     lam, alpha = cfg["lam"], cfg["alphas"][0]
     kernel, l1 = refs["kernel_test_accuracy"][0], refs["l1_test_accuracy"][0]

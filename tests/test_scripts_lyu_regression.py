@@ -1,48 +1,28 @@
-"""Lyu et al. (ICLR 2024) figure scripts: smoke runs, and the acceptance numbers of papers.md A6
+"""Lyu et al. (ICLR 2024) figures (`gflow.papers`): smoke runs, and the acceptance numbers of papers.md A6
 (matrix completion of the multiplication table) and A12 (collapse in slow time across λ).
 
-Time conventions are the scripts': Lyu's loss itself (mean squared error, no ½), so λ is the
+Time conventions are the figures': Lyu's loss itself (mean squared error, no ½), so λ is the
 paper's weight decay and t = η·step is the paper's continuous time; τ = λt.
 """
 
-import importlib.util
 import math
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import xarray as xr
 
 import gflow
 import gflow.analysis
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "scripts"
-
-
-def _load(name):
-    """Import scripts/<name>.py as a module (scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+import gflow.papers.lyu_fig2_modular_addition as f2
+import gflow.papers.lyu_fig3_matrix_completion as f3
+import gflow.papers.lyu_fig4_no_weight_decay as f4
 
 
-def _smoke(name, tmp_path):
-    out = tmp_path / name
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / f"{name}.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    png = out / f"{name}.png"
+def _smoke(name, figure_run):
+    """The shared in-process `gflow run NAME --smoke`: its figure.nc and stdout."""
+    run = figure_run(name)
+    png = run.out / "figure.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    return xr.open_dataset(out / f"{name}.nc", engine="scipy"), proc.stdout
+    return run.ds, run.stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,8 +30,8 @@ def _smoke(name, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fig3_smoke(tmp_path):
-    ds, stdout = _smoke("lyu_fig3_matrix_completion", tmp_path)
+def test_fig3_smoke(figure_run):
+    ds, stdout = _smoke("lyu_fig3_matrix_completion", figure_run)
     for name in ("train_mse", "test_mse", "norm", "kernel_norm"):
         assert ds[name].dims == ("time",)
         assert np.all(np.isfinite(ds[name].values)), name
@@ -68,7 +48,6 @@ def test_fig3_smoke(tmp_path):
 @pytest.fixture(scope="module")
 def a6():
     """The quick A6 run: d = 97, 5% observed, U = V = 10·I, λ = 1e-3 (Lyu's loss and time), τ ≤ 10."""
-    f3 = _load("lyu_fig3_matrix_completion")
     lam = 1e-3
     problem = f3.lyu_problem(f3.SEED, d=97, fraction=0.05)
     traj = f3.run_flow(problem, lam, 10.0, saves=100, save_params=False)
@@ -116,7 +95,6 @@ A12_LAMS = (1e-2, 3e-3, 1e-3, 3e-4)
 @pytest.fixture(scope="module")
 def a12():
     """Lyu's matrix completion at d = 30, 20% observed, U = V = 10·I, swept over λ in slow time."""
-    f3 = _load("lyu_fig3_matrix_completion")
 
     def make_problem(key):
         return f3.lyu_problem(key, d=30, fraction=0.2)
@@ -180,8 +158,8 @@ def test_a12_grokking_time_scales_as_inverse_lambda(a12):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fig2_smoke(tmp_path):
-    ds, stdout = _smoke("lyu_fig2_modular_addition", tmp_path)
+def test_fig2_smoke(figure_run):
+    ds, stdout = _smoke("lyu_fig2_modular_addition", figure_run)
     for tag, coord in (("c", "lam"), ("b", "alpha")):
         for name in ("train_accuracy", "test_accuracy", "train_loss", "norm"):
             v = ds[f"{name}_{tag}"]
@@ -201,14 +179,13 @@ def test_fig2_smoke(tmp_path):
 
 
 def test_fig2_scaled_init():
-    f2 = _load("lyu_fig2_modular_addition")
-    problem = f2.base_problem(f2.SIZES["smoke"])
+    problem = f2.base_problem(f2.FIGURE.params("smoke"))
     big = f2.scaled(problem, 10.0, 1.0)
     np.testing.assert_allclose(np.asarray(big.model.w1), 10.0 * np.asarray(problem.model.w1))
     assert not np.any(np.asarray(big.model.w2))  # zero output: Lyu's θ̄_init
     logits = np.asarray(gflow.models.ModularMLP.__call__(big.model, problem.train["x"][0]))
     assert not np.any(logits)
-    schedule = f2.SIZES["quick"].schedule_b
+    schedule = f2.schedule(f2.FIGURE.params("quick"), "b")
     parts = f2.segments(schedule, 60)
     assert all(n % 60 == 0 for _, n in parts)
     ends = np.cumsum([lr * n for lr, n in parts])
@@ -220,8 +197,8 @@ def test_fig2_scaled_init():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fig4_smoke(tmp_path):
-    ds, stdout = _smoke("lyu_fig4_no_weight_decay", tmp_path)
+def test_fig4_smoke(figure_run):
+    ds, stdout = _smoke("lyu_fig4_no_weight_decay", figure_run)
     for name in ("train_accuracy", "test_accuracy", "log_loss", "normalised_margin", "norm"):
         assert ds[name].dims == ("save",)
         assert np.all(np.isfinite(ds[name].values)), name
@@ -237,8 +214,7 @@ def test_fig4_log_loss_and_clock():
     import jax
     import jax.numpy as jnp
 
-    f4 = _load("lyu_fig4_no_weight_decay")
-    stage1, _ = f4.problems(f4.SIZES["smoke"])
+    stage1, _ = f4.problems(f4.FIGURE.params("smoke"))
     model, train = stage1.model, stage1.train
     direct = float(jnp.log(gflow._problem.cross_entropy_loss(model, train)))
     assert float(f4.log_cross_entropy(model, train)) == pytest.approx(direct, rel=1e-12)

@@ -1,33 +1,14 @@
 """Musat's network figures: E2.5 (isolated first-layer dynamics, Fig. 6; papers.md A10 at the
 paper's size) and E2.4 (alignment of GD with the norm-minimising direction, Figs. 5/7), plus
-`gflow.plot.plot_fourier`. The finite-difference check of the closed-form first-layer gradient
-(A10, last line) is `tests/test_analysis.py::test_first_layer_gradient_matches_finite_differences`."""
-
-import pathlib
-import subprocess
-import sys
+`gflow.plot.plot_fourier`. The figure experiments are `gflow.papers.musat_fig{5,6}_*`; their smoke
+runs (`gflow run NAME --smoke`) are shared with tests/test_figure_registry.py (`figure_run`). The
+finite-difference check of the closed-form first-layer gradient (A10, last line) is
+`tests/test_analysis.py::test_first_layer_gradient_matches_finite_differences`."""
 
 import numpy as np
 import pytest
-import xarray as xr
 
 from gflow import analysis, tasks
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import musat_fig5_alignment as fig5  # noqa: E402
-
-
-def _run_script(name, out):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / name), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def _check_png(path):
@@ -67,11 +48,10 @@ def test_a10_isolated_dynamics_at_musats_size():
     assert norm[1] > norm[0] and norm[-1] < norm[0]
 
 
-def test_fig6_script_smoke(tmp_path):
-    out = tmp_path / "run"
-    proc = _run_script("musat_fig6_embedding_dynamics.py", out)
-    _check_png(out / "musat_fig6_embedding_dynamics.png")
-    ds = xr.open_dataset(out / "musat_fig6_embedding_dynamics.nc", engine="scipy")
+def test_fig6_smoke(figure_run):
+    run = figure_run("musat_fig6_embedding_dynamics")
+    _check_png(run.out / "figure.png")
+    ds = run.ds
     assert ds["test_accuracy"].dims == ("seed", "tau") and ds.sizes["seed"] == 2
     np.testing.assert_array_equal(ds["train_accuracy"].values, 1.0)
     assert np.all(np.isfinite(ds["test_accuracy"].values)) and ds["test_accuracy"].values[:, -1].min() >= 0.95
@@ -79,7 +59,7 @@ def test_fig6_script_smoke(tmp_path):
     summary = ds["fourier_mean_cos_summary"].values
     assert np.all(summary[:, 1] < summary[:, 0])  # |cos| falls from initial to final in every seed
     assert ds["embed_final"].shape == (2, 23, 256)
-    assert "mean test accuracy" in proc.stdout
+    assert "mean test accuracy" in run.stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,11 +67,17 @@ def test_fig6_script_smoke(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_gd_update_aligns_with_norm_minimising_direction_after_memorisation():
+def test_gd_update_aligns_with_norm_minimising_direction_after_memorisation(figure_run):
     """Musat §4.6 (papers.md §3.4 (b)), one seed, first 3000 steps: while the train loss still
     falls the 10-step update points off the tangent space (cos < 0.1 at step 500); once it has
-    settled the update follows (I − J⁺J)(−θ) (cos ≈ 0.75 at step 2500 in the quick run)."""
-    metrics, cos, f_proj, r_proj = fig5.run_seed(0, 3000, 500)
+    settled the update follows (I − J⁺J)(−θ) (cos ≈ 0.75 at step 2500 in the quick run).
+
+    Seed 0 of the shared smoke run (`gflow.papers.musat_fig5_alignment.run_seed` with 3000 steps,
+    a cosine every 500), which is what this test used to compute on its own."""
+    seed0 = figure_run("musat_fig5_alignment").ds.sel(seed=0)
+    np.testing.assert_array_equal(seed0["step"].values, np.arange(7) * 500)
+    metrics = {k: seed0[k].values for k in ("train_accuracy", "train_loss")}
+    cos, f_proj = seed0["cos"].values[1:], seed0["proj_train_loss"].values[1:]
     assert metrics["train_accuracy"][-1] == 1.0
     assert np.all(np.abs(cos) <= 1.0)
     assert cos[0] < 0.1
@@ -99,18 +85,17 @@ def test_gd_update_aligns_with_norm_minimising_direction_after_memorisation():
     assert np.all(f_proj < metrics["train_loss"][1:])  # θ′ is closer to the zero-loss set than θ_t
 
 
-def test_fig5_script_smoke(tmp_path):
-    out = tmp_path / "run"
-    proc = _run_script("musat_fig5_alignment.py", out)
-    _check_png(out / "musat_fig5_alignment.png")
-    ds = xr.open_dataset(out / "musat_fig5_alignment.nc", engine="scipy")
+def test_fig5_smoke(figure_run):
+    run = figure_run("musat_fig5_alignment")
+    _check_png(run.out / "figure.png")
+    ds = run.ds
     assert ds["cos"].dims == ("seed", "step") and ds.sizes["seed"] == 2 and ds.sizes["step"] == 7
     cos = ds["cos"].values
     assert np.all(np.isnan(cos[:, 0])) and np.all(np.abs(cos[:, 1:]) <= 1.0)
     np.testing.assert_array_equal(ds["train_accuracy"].values[:, -1], 1.0)
     np.testing.assert_allclose(ds["tau"].values, 1e-4 * ds["step"].values)
     assert 0.5 < ds.attrs["cos_peak"] <= 1.0
-    assert "mean cos" in proc.stdout
+    assert "mean cos" in run.stdout
 
 
 # ---------------------------------------------------------------------------------------------

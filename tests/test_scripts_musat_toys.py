@@ -1,49 +1,30 @@
-"""Musat's toy figures (papers.md E2.1–E2.3, A9, claim 3.4(a)): the scripts
-`scripts/musat_fig{1,2,3}_*.py` against closed forms, and smoke runs of each.
+"""Musat's toy figures (papers.md E2.1–E2.3, A9, claim 3.4(a)): the figure experiments
+`gflow.papers.musat_fig{1,2,3}_*` against closed forms, and their smoke runs (`gflow run NAME
+--smoke`, shared with tests/test_figure_registry.py through the `figure_run` fixture).
 
 Convention (papers.md §1): Musat's 𝓛_λ = (ŷ − y)² + λ_M‖w‖² is gflow's 2F_λ with
 F = ½(ŷ − y)², so his run at λ_M is gflow's at λ = λ_M in time t = 2t_M. The references below
-are closed forms written out here, never gflow or the scripts' own helpers.
+are closed forms written out here, never gflow or the figure modules' own helpers.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import xarray as xr
 
 from gflow.analysis import fit_inverse_lambda
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "scripts"
 LAMS = (0.01, 0.1, 0.2)
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _smoke(tmp_path, name: str):
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / f"{name}.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    png = out / f"{name}.png"
+def _smoke(figure_run, name: str):
+    """The shared in-process smoke run of a figure (`gflow run NAME --smoke`): its figure.nc and stdout."""
+    run = figure_run(name)
+    png = run.out / "figure.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    return xr.open_dataset(out / f"{name}.nc", engine="scipy"), proc.stdout
+    return run.ds, run.stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,8 +34,11 @@ def _smoke(tmp_path, name: str):
 
 @pytest.fixture(scope="module")
 def fig1():
-    module = _load("musat_fig1_single_sample")
-    return module, module.simulate_runs(LAMS, n_saves=200)
+    import gflow.papers.musat_fig1_single_sample as module
+
+    params = {**module.FIGURE.params("quick"), "saves": 200}
+    assert tuple(params["lams"]) == LAMS
+    return module, module.simulate_runs(params)
 
 
 def test_a9_drift_is_exact_exponential(fig1):
@@ -70,7 +54,7 @@ def test_a9_drift_is_exact_exponential(fig1):
         np.testing.assert_allclose(d, -math.sqrt(2) * np.exp(-2 * lam * t_m[sel]), rtol=1e-6, atol=0)
         np.testing.assert_allclose(d, -math.sqrt(2) * np.exp(-lam * (2 * t_m[sel])), rtol=1e-6, atol=0)
         # The script's report times are saved exactly: 2λt_M ∈ {0.1, …, 10}.
-        for s in module.REPORT_SLOW_TIMES:
+        for s in module.FIGURE.params("quick")["report_slow_times"]:
             j = int(np.argmin(np.abs(slow - s)))
             assert abs(slow[j] - s) < 1e-12
             assert abs((w[j, 0] - w[j, 1]) / math.sqrt(2) / (-math.sqrt(2) * math.exp(-s)) - 1) <= 1e-6
@@ -119,8 +103,8 @@ def test_a9_grokking_time_scales_as_one_over_lambda(fig1):
     assert np.all((products > 1.3) & (products < 1.8)), products
 
 
-def test_fig1_smoke(tmp_path):
-    ds, stdout = _smoke(tmp_path, "musat_fig1_single_sample")
+def test_fig1_smoke(figure_run):
+    ds, stdout = _smoke(figure_run, "musat_fig1_single_sample")
     assert ds.sizes["lam"] == 3 and ds.sizes["time"] >= 40
     for name in ("w1", "w2", "w1_exact", "train_mse", "test_mse", "test_mse_exact", "t_m"):
         assert ds[name].dims == ("lam", "time") and np.all(np.isfinite(ds[name].values)), name
@@ -135,8 +119,8 @@ def test_fig1_smoke(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fig2_smoke_paths_are_straight_to_min_norm(tmp_path):
-    ds, _ = _smoke(tmp_path, "musat_fig2_three_numbers")
+def test_fig2_smoke_paths_are_straight_to_min_norm(figure_run):
+    ds, _ = _smoke(figure_run, "musat_fig2_three_numbers")
     lam = ds.attrs["lam_musat"]
     assert ds["w"].dims == ("init", "time", "component") and ds.sizes["init"] == 4 and ds.sizes["component"] == 3
     assert np.all(np.isfinite(ds["w"].values))
@@ -158,7 +142,8 @@ def test_fig2_smoke_paths_are_straight_to_min_norm(tmp_path):
 
 def test_claim_3_4a_gradient_cosine_is_linear_in_distance():
     """On 𝒵 = {y = x²} of 𝓛 = (y − x²)²: |cos∠(∇𝓛(q), tangent at proj q)| = O(dist), slope 1."""
-    module = _load("musat_fig3_landscapes")
+    import gflow.papers.musat_fig3_landscapes as module
+
     dists = np.geomspace(1e-5, 1e-2, 7)
     for x0 in (0.3, 1.0, 2.0):
         n = np.array([2 * x0, -1.0]) / math.sqrt(1 + 4 * x0**2)
@@ -181,8 +166,8 @@ def test_claim_3_4a_gradient_cosine_is_linear_in_distance():
     assert np.all(cos0 < 1e-10)  # 0 up to the Tikhonov term rcond = 1e−12 of the projection
 
 
-def test_fig3_smoke(tmp_path):
-    ds, _ = _smoke(tmp_path, "musat_fig3_landscapes")
+def test_fig3_smoke(figure_run):
+    ds, _ = _smoke(figure_run, "musat_fig3_landscapes")
     lam = ds.attrs["lam_musat"]
     assert ds["w"].dims == ("panel", "init", "time", "component")
     assert ds.sizes["panel"] == 3 and ds.sizes["init"] == 4 and ds.sizes["component"] == 2

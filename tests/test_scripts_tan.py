@@ -1,62 +1,41 @@
-"""Scripts of Tan, Gai & Zhang, "Deciphering Two Training Clocks in Grokking" (papers.md §5; A13, A14).
+"""Figures of Tan, Gai & Zhang, "Deciphering Two Training Clocks in Grokking" (papers.md §5; A13, A14).
 
-Each script runs once, in --smoke mode, in a subprocess; the deep-linear smoke run is the
-quick problem itself (only the small-init contrast run and the save density differ), so the A13
-acceptance numbers are read from it.
+Each figure runs once, at its smoke size, in process (`figure_run`, shared with the registry
+tests); the deep-linear smoke run is the quick problem itself (only the small-init contrast run
+and the save density differ), so the A13 acceptance numbers are read from it.
 """
 
-import importlib
 import math
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import xarray as xr
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "scripts"
+import gflow.papers.tan_deep_linear_two_clocks as deep_linear_module
+import gflow.papers.tan_fig3_stable_rank as fig3_module
+
 LAMS = (0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def _run_smoke(name: str, out: pathlib.Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / f"{name}.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    png = out / f"{name}.png"
+def _check_png(run):
+    png = run.out / "figure.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
-    return proc
-
-
-def _script_module(name: str):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(SCRIPTS))
 
 
 @pytest.fixture(scope="module")
-def deep_linear(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tan_deep_linear")
-    proc = _run_smoke("tan_deep_linear_two_clocks", out)
-    ds = xr.open_dataset(out / "tan_deep_linear_two_clocks.nc", engine="scipy").load()
-    return proc, ds
+def deep_linear(figure_run):
+    run = figure_run("tan_deep_linear_two_clocks")
+    _check_png(run)
+    return run, run.ds
 
 
 def test_deep_linear_smoke(deep_linear):
-    proc, ds = deep_linear
+    run, ds = deep_linear
     assert list(ds["run"].values) == ["large_init"]
     assert ds["train_loss"].dims == ("run", "t") and ds.sizes["t"] == 150
     assert ds["t_cls"].dims == ("run", "eps") and ds.sizes["eps"] == 6
     for name in ("train_loss", "test_loss", "srank", "layer_energy", "schatten", "norm"):
         assert np.all(np.isfinite(ds[name].values)), name
-    assert "T_cls" in proc.stdout and "srank(A)" in proc.stdout
+    assert "T_cls" in run.stdout and "srank(A)" in run.stdout
 
 
 def test_a13_classifier_clock_is_polynomial_in_gradient_flow(deep_linear):
@@ -110,15 +89,15 @@ def test_a13_schatten_energy_balances_on_the_slow_clock(deep_linear):
 
 
 def test_deep_linear_crossing_interpolates_between_saves():
-    module = _script_module("tan_deep_linear_two_clocks")
     t = np.concatenate([[0.0], np.geomspace(1e-2, 1e6, 9)])
     values = 1.0 / (1.0 + t)
-    assert module.crossing(t, values, 1e-3) == pytest.approx(999.0, rel=1e-2)
+    assert deep_linear_module.crossing(t, values, 1e-3) == pytest.approx(999.0, rel=1e-2)
 
 
-def test_tan_fig1_smoke(tmp_path):
-    proc = _run_smoke("tan_fig1_two_clocks", tmp_path)
-    ds = xr.open_dataset(tmp_path / "tan_fig1_two_clocks.nc", engine="scipy").load()
+def test_tan_fig1_smoke(figure_run):
+    run = figure_run("tan_fig1_two_clocks")
+    _check_png(run)
+    ds = run.ds
     np.testing.assert_allclose(ds["lam"].values, LAMS)
     assert ds["train_loss"].dims == ("lam", "epoch") and ds["train_loss"].shape == (5, 31)
     assert ds["t_cls"].shape == (5, 6)
@@ -129,12 +108,13 @@ def test_tan_fig1_smoke(tmp_path):
     # the traced λ reaches the optimiser: more decoupled decay, smaller final norm
     assert np.all(np.diff(ds["norm"].values[:, -1]) < 0)
     assert np.allclose(ds["norm"].values[:, 0], ds["norm"].values[0, 0])
-    assert "T̂_cls" in proc.stdout
+    assert "T̂_cls" in run.stdout
 
 
-def test_tan_fig3_smoke(tmp_path):
-    _run_smoke("tan_fig3_stable_rank", tmp_path)
-    ds = xr.open_dataset(tmp_path / "tan_fig3_stable_rank.nc", engine="scipy").load()
+def test_tan_fig3_smoke(figure_run):
+    run = figure_run("tan_fig3_stable_rank")
+    _check_png(run)
+    ds = run.ds
     assert ds["srank_logits"].shape == (5, 31)
     srank = ds[["srank_embed", "srank_w1", "srank_head", "srank_logits"]].to_array().values
     assert np.all(np.isfinite(srank)) and np.all(srank >= 1.0 - 1e-9)
@@ -147,13 +127,12 @@ def test_tan_fig3_smoke(tmp_path):
 @pytest.mark.parametrize("k", [3, 7])
 def test_fig3_cyclic_columns_relabel_by_the_generator(k):
     """Columns cos(2πkj/p + φ) read cos(2πm/p + φ) down the relabelled rows; noise columns are dropped."""
-    module = _script_module("tan_fig3_stable_rank")
     p = 17
     rng = np.random.default_rng(0)
     phases = rng.uniform(0, 2 * math.pi, 6)
     j = np.arange(p)[:, None]
     rows = np.concatenate([np.cos(2 * math.pi * k * j / p + phases), rng.normal(size=(p, 10))], axis=1)
-    image, tokens, share = module.cyclic_columns(rows, k, n=6)
+    image, tokens, share = fig3_module.cyclic_columns(rows, k, n=6)
     assert share == pytest.approx(1.0, abs=1e-9)
     assert tokens[1] == pow(k, -1, p) and sorted(tokens) == list(range(p))
     m = np.arange(p)

@@ -23,7 +23,6 @@ import scipy.integrate
 import scipy.linalg
 import scipy.optimize
 import scipy.special
-import xarray as xr
 
 import gflow
 from gflow._manifold import build_manifold
@@ -716,24 +715,19 @@ def test_flow_limit_input_errors():
 
 
 # ---------------------------------------------------------------------------------------------
-# 6. The convergence script
+# 6. The convergence figure
 # ---------------------------------------------------------------------------------------------
 
 
-def test_convergence_script_smoke(tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "slow_flow_convergence.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    png = out / "slow_flow_convergence.png"
+def test_convergence_figure_smoke(figure_run):
+    # The figure experiment gflow.papers.slow_flow_convergence (scripts/slow_flow_convergence.py
+    # is `gflow run slow_flow_convergence`), its smoke run shared with test_figure_registry.py.
+    run = figure_run("slow_flow_convergence")
+    png = run.out / "figure.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    ds = xr.open_dataset(out / "slow_flow_convergence.nc", engine="scipy")
+    ds = run.ds
     assert ds["distance"].dims == ("lam", "tau")
     assert ds.sizes["lam"] >= 2
     order = ds["order"].sel(tau=0.5, method="nearest").item()
     assert 0.85 <= order <= 1.15, order
-    assert "order" in proc.stdout
+    assert "order" in run.stdout

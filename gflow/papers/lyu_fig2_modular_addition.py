@@ -1,0 +1,494 @@
+"""Lyu et al. (ICLR 2024) Fig. 2a–c: grokking of modular addition by a two-layer ReLU MLP (papers.md E3.1).
+
+What the paper's figure shows (full-batch GD, η = 0.002, cross-entropy, p = 97, 40% of the
+9409 pairs for training, width 1024):
+- (a) He initialisation, λ = 1e-4: train accuracy reaches 100% by ~10⁶ steps while the test
+  accuracy stays near chance; about one decade later (~10⁷ steps) it jumps to 100%.
+- (b) init scale He ×1, ×10, ×100 with the last layer zero (W2 = 0, so f(θ0) = 0): the larger
+  α, the later the jump (Lyu's transition at t ≈ (1/λ)(ln α + O(1))); the norm decays first.
+- (c) λ ∈ {1, 3, 10, 30}×1e-4: larger λ, earlier jump, as 1/λ; above a threshold the training
+  accuracy itself collapses (too much regularisation).
+
+Setup (E3.1 and Lyu's code `train_mod_add.py`): f(a, b) = W2 ReLU(W1 [e_a; e_b] + b1)
+(`gflow.models.ModularMLP`, bias in the first layer only), He/Kaiming normal init times α
+(`gflow.tasks.modular_arithmetic`), mean cross-entropy, PyTorch `SGD(lr=η, weight_decay=λ)`,
+i.e. gradient descent on F + (λ/2)‖θ‖² (`gflow.gd`, the same convention: λ is the paper's
+weight decay and t = η·step its continuous time; τ = λt).
+
+Method: `gflow.gd` — full-batch gradient descent, the paper's own optimiser — not an ODE
+solver. The ReLU network's gradient field jumps whenever a pre-activation changes sign, and
+adaptive ODE solvers crawl at those kinks: Tsit5 at rtol 1e-4 on the quick problem (α = 10,
+λ = 3e-3) spent 30 000 steps to reach t = 1900 (a mean step of 0.06, against the 0.4 its
+stability allows), while GD at η = 0.15 needs 12 700 steps for the same t. A GELU surrogate
+would integrate smoothly (`benchmarks/problems.py`), but it is not homogeneous, and Lyu's
+mechanism — the ln α delay of (b) — is a statement about homogeneous networks. Each panel's
+grid (α or λ) is one vmapped, compiled chain of `gd` calls; the members share the data split
+and the initialisation direction.
+
+Step sizes. GD follows gradient flow (t = Σ_k η_k) while η·sharpness < 2. The sharpness at
+initialisation grows as α² (W2 = 0): 799 at α = 100 on the quick problem, against ≈ 0.2 for
+He ×1. The paper's fixed η = 0.002 handles that at its size; at the quick size it would take
+5·10⁶ steps. So the quick run of (b) raises η as the sharpness falls (measured along the
+α = 100 run: 169 at t = 20, 34 at t = 200, 19 at t = 1000, 4.9 at t = 2000, 0.14 at the end):
+η = 0.001 to t = 20, 0.01 to 200, 0.05 to 2000, 0.15 after; (a, c) use η = 0.15 throughout.
+Each schedule entry is one `gd` call, which also spaces the saves roughly logarithmically in t.
+Check: panel (a) at η = 0.075 instead of 0.15 fits at the same t = 426, reaches test accuracy
+0.5 at t = 2921 instead of 3069 and 0.9 at the same t = 6188: GD at η = 0.15 is the flow to ~5%.
+
+Sizes (`FIGURE.sizes`; fields p, width, fraction, the schedules schedule_c_t/schedule_c_lr (panels
+a, c) and schedule_b_t/schedule_b_lr (panel b) — η = schedule_*_lr[i] until t = schedule_*_t[i] —,
+saves per schedule entry, lam_a, alphas_b, lams_c, key):
+- full: the paper's p = 97, h = 1024, 40% train, η = 0.002 throughout, λ = 1e-4 for
+  (a, b), the paper's α and λ grids; 2.5·10⁷ (a, c) and 3.5·10⁷ (b) steps of 2.3 GFLOP per
+  member: GPU hours.
+- quick (the default): p = 23, h = 128, **90%** of the 529 pairs for training (476; 53 test
+  pairs, so test accuracy moves in steps of 1/53), α ∈ {1, 10, 100} as in the paper, but
+  **λ ten times larger** (a, b: 1e-3; c: {1, 3, 10, 30}×1e-3) so that the transition comes by
+  t ≈ 10⁴. 9 minutes of CPU time (10 minutes wall on a 2-core machine at load 2–4).
+- smoke: p = 11, h = 32, t ≤ 400 (seconds after compilation).
+
+Choices the paper does not fix for the quick size (papers.md §10): p, width, train fraction
+(40% and 70% at p = 23 memorise but generalise only partly, 50–75% test accuracy by t = 10⁴
+in our runs — too few pairs per residue), λ (×10), the step-size schedule (above). The data
+split and the init come from `jax.random.PRNGKey(0)`. Transition times are read where the test
+accuracy reaches 0.5 for good (the 53-pair test set makes 0.9 a noisy threshold).
+
+Measured at the quick size: (a) train accuracy ≥ 0.99 from t = 426, test accuracy ≥ 0.5 from
+t = 3069 (τ = 3.1) and ≥ 0.9 from t = 6188, final 0.98. (b) test ≥ 0.5 at t = 2395, 3975, 6083
+for α = 1, 10, 100: delays of 1580 and 2107 per factor 10 in α, against Lyu's ln 10/λ = 2303;
+the norms start at 16, 160, 1594 and all end at 33. (c) λ = 3e-3 reaches 0.5 at t = 1584 (final
+0.89); ln(t_half − t_fit) against ln λ has slope −0.88 between 1e-3 and 3e-3; λ = 1e-2 and 3e-2
+never fit the training set (Lyu: "training accuracy eventually collapses").
+
+Why the schedule stays a chain of `gd` calls (issue 14) rather than one `gd` call with an optax
+schedule (`lr=` a `k -> η_k` function): `gd` saves every `save_every` steps, uniformly in k, and
+the figure needs saves close to log-spaced in t (the fit at t ≈ 400 and the jump at t ≈ 3000–6000
+on one log axis up to t ≈ 10⁴, and panel (a, c) runs one constant η, so a schedule would not
+space them either). One call per schedule entry, each with `saves` saves, gives that spacing and
+keeps the save grid (and the transition times read off it) as before.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import xarray as xr
+
+from . import FigureExperiment
+from ._common import add_tau_axis, caption, require_float64
+
+GROK_ACCURACY = 0.9  # "generalised": test accuracy at or above this, for good
+HALF_ACCURACY = 0.5  # the middle of the jump (robust to the 1/53 granularity of the quick test set)
+FIT_ACCURACY = 0.99
+PANEL_VARS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "norm")
+MEMBER_VARS = ("t_fit", "t_half", "t_grok", "tau_grok", "result")
+
+SIZES = {
+    "smoke": {
+        "p": 11,
+        "width": 32,
+        "fraction": 0.9,
+        "schedule_c_t": [4.0, 40.0, 400.0],
+        "schedule_c_lr": [0.2, 0.2, 0.2],
+        "schedule_b_t": [4.0, 40.0, 400.0],
+        "schedule_b_lr": [0.02, 0.2, 0.2],
+        "saves": 20,
+        "lam_a": 1e-2,
+        "alphas_b": [1.0, 3.0],
+        "lams_c": [1e-2, 3e-2],
+        "key": 0,
+    },
+    # η·sharpness < 2 along the α = 100 run: sharpness 799 at t = 0, 169 at t = 20, 34 at t = 200,
+    # 19 at t = 1000, 4.9 at t = 2000 (measured).
+    "quick": {
+        "p": 23,
+        "width": 128,
+        "fraction": 0.9,
+        "schedule_c_t": [99.0, 990.0, 9900.0],
+        "schedule_c_lr": [0.15, 0.15, 0.15],
+        "schedule_b_t": [20.0, 200.0, 2000.0, 9900.0],
+        "schedule_b_lr": [0.001, 0.01, 0.05, 0.15],
+        "saves": 60,
+        "lam_a": 1e-3,
+        "alphas_b": [1.0, 10.0, 100.0],
+        "lams_c": [1e-3, 3e-3, 1e-2, 3e-2],
+        "key": 0,
+    },
+    # the paper: η = 0.002 throughout, 2.5·10⁷ steps (a, c) and 3.5·10⁷ steps (b)
+    "full": {
+        "p": 97,
+        "width": 1024,
+        "fraction": 0.4,
+        "schedule_c_t": [500.0, 5000.0, 50_000.0],
+        "schedule_c_lr": [0.002, 0.002, 0.002],
+        "schedule_b_t": [700.0, 7000.0, 70_000.0],
+        "schedule_b_lr": [0.002, 0.002, 0.002],
+        "saves": 100,
+        "lam_a": 1e-4,
+        "alphas_b": [1.0, 10.0, 100.0],
+        "lams_c": [1e-4, 3e-4, 1e-3, 3e-3],
+        "key": 0,
+    },
+}
+
+FIGURE = FigureExperiment(
+    "lyu_fig2_modular_addition",
+    "ReLU MLP on modular addition, full-batch GD: late jump of test accuracy, delayed by the init scale α, "
+    "advanced by λ",
+    "Lyu et al. 2024",
+    "Fig. 2a–c (E3.1)",
+    "lyu_fig2_modular_addition",
+    SIZES,
+    runtime="≈ 9 min",
+)
+
+
+def schedule(params, panel: str) -> tuple:
+    """A panel's GD step-size schedule ((t_end, η), …): "c" for panels (a, c), "b" for panel (b)."""
+    return tuple(zip(params[f"schedule_{panel}_t"], params[f"schedule_{panel}_lr"], strict=True))
+
+
+def check(params) -> None:
+    """Refuse parameter combinations the runs cannot use (a `ConfigError` naming the field)."""
+    from ..experiments import ConfigError
+
+    for panel in ("c", "b"):
+        ts, lrs = params[f"schedule_{panel}_t"], params[f"schedule_{panel}_lr"]
+        if len(ts) != len(lrs):
+            raise ConfigError(
+                f"figure.schedule_{panel}_t and figure.schedule_{panel}_lr must have the same length, "
+                f"got {len(ts)} and {len(lrs)}"
+            )
+        if min(lrs) <= 0:
+            raise ConfigError(f"figure.schedule_{panel}_lr must be positive step sizes, got {lrs}")
+        if min(ts) <= 0 or any(b <= a for a, b in zip(ts, ts[1:])):
+            raise ConfigError(f"figure.schedule_{panel}_t must be increasing positive times, got {ts}")
+    if params["saves"] < 1:
+        raise ConfigError(f"figure.saves must be a positive number of saves per schedule entry, got {params['saves']}")
+    if params["lam_a"] < 0 or min(params["lams_c"]) < 0:
+        raise ConfigError("figure.lam_a and figure.lams_c must be weight decays ≥ 0")
+    if min(params["alphas_b"]) <= 0:
+        raise ConfigError(f"figure.alphas_b must be positive init scales, got {params['alphas_b']}")
+    if not 0 < params["fraction"] < 1:
+        raise ConfigError(f"figure.fraction must be in (0, 1), got {params['fraction']}")
+
+
+def build_problem(params):
+    """The figure's base Problem: He init ×1 on the data split of key `key` (`base_problem`)."""
+    return base_problem(params)
+
+
+def describe(schedule) -> str:
+    """'η = 0.001 to t = 20, 0.01 to t = 200, …' (or 'η = 0.15 to t = 9900' for a constant step)."""
+    if len({lr for _, lr in schedule}) == 1:
+        return f"η = {schedule[0][1]:g} to t = {schedule[-1][0]:g}"
+    return "η = " + ", ".join(f"{lr:g} to t = {t:g}" for t, lr in schedule)
+
+
+def segments(schedule, saves: int) -> list[tuple[float, int]]:
+    """(η, steps) of the consecutive `gd` calls of a schedule ((t_end, η), …).
+
+    Each call makes a multiple of `saves` steps, as close as possible to (t_end − t_start)/η.
+    """
+    out, t = [], 0.0
+    for t_end, lr in schedule:
+        n = max(saves, int(round((t_end - t) / lr / saves)) * saves)
+        out.append((float(lr), n))
+        t += n * lr
+    return out
+
+
+def base_problem(params):
+    """He init ×1 (W2 ≠ 0) on the figure's data split: the members rescale it."""
+    from .. import tasks
+
+    return tasks.modular_arithmetic(
+        params["key"], p=params["p"], width=params["width"], train_fraction=params["fraction"], alpha=1.0, model="mlp"
+    )
+
+
+def scaled(problem, alpha, zero_last):
+    """`problem` with every weight times α, and W2 times (1 − zero_last) (traced: vmappable)."""
+    import equinox as eqx
+
+    m = problem.model
+    model = eqx.tree_at(lambda n: (n.w1, n.b1, n.w2), m, (alpha * m.w1, alpha * m.b1, alpha * (1 - zero_last) * m.w2))
+    return eqx.tree_at(lambda pr: pr.model, problem, model)
+
+
+def run_grid(problem, alphas, lams, zero_last, schedule, saves: int):
+    """`gflow.gd` over members (α_i, λ_i, zero_last_i), vmapped and compiled once.
+
+    Returns (t, cumulative step, {metric: (member, time)}, result codes). The run is a chain of
+    `gd` calls, one per entry of the step-size schedule (`segments`), each starting from the
+    last iterate of the one before, so the saves are close to log-spaced in t.
+    """
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from .._gd import gd
+
+    parts = segments(schedule, saves)
+
+    def member(problem, a, lam, z):
+        current = scaled(problem, a, z)
+        out = []
+        for lr, n in parts:
+            traj = gd(current, lam, lr, n, save_every=n // saves)
+            out.append(traj)
+            current = eqx.tree_at(lambda pr: pr.model, current, traj.final)
+        return out
+
+    @eqx.filter_jit
+    def grid(problem, alphas, lams, zero_last):
+        return jax.vmap(member, in_axes=(None, 0, 0, 0))(problem, alphas, lams, zero_last)
+
+    dt = jnp.zeros(()).dtype
+    trajs = grid(problem, jnp.asarray(alphas, dt), jnp.asarray(lams, dt), jnp.asarray(zero_last, dt))
+    trajs = jax.device_get(trajs)
+    t, step, t_off, step_off, metrics = [np.zeros(1)], [np.zeros(1)], 0.0, 0, {}
+    for (lr, n), traj in zip(parts, trajs):
+        ts = np.asarray(traj.ts[0])
+        t.append(t_off + ts[1:])
+        step.append(step_off + np.arange(1, saves + 1) * (n // saves))
+        t_off, step_off = t_off + ts[-1], step_off + n
+        for k, v in traj.metrics.items():
+            v = np.asarray(v)
+            metrics.setdefault(k, [v[:, :1]]).append(v[:, 1:])
+    result = np.max(np.stack([np.asarray(tr.result._value) for tr in trajs]), axis=0)  # 0 = successful
+    return (np.concatenate(t), np.concatenate(step), {k: np.concatenate(v, axis=1) for k, v in metrics.items()}, result)
+
+
+def member_times(t, train_acc, test_acc):
+    """(t_fit, t_half, t_grok): first times from which train accuracy ≥ 0.99, test accuracy ≥ 0.5
+    and test accuracy ≥ 0.9 hold for good (NaN if never)."""
+    from .. import analysis
+
+    t_fit = analysis.crossing_time(t, train_acc, FIT_ACCURACY, below=False)
+    t_half = analysis.crossing_time(t, test_acc, HALF_ACCURACY, below=False)
+    t_grok = analysis.crossing_time(t, test_acc, GROK_ACCURACY, below=False)
+    return t_fit, t_half, t_grok
+
+
+def panel_dataset(grid, coord: str, values, lams):
+    """A panel's runs (`run_grid`'s output) over (coord, time); `lams`: the members' λ (for τ_grok)."""
+    t, step, metrics, result = grid
+    data = {
+        k: ((coord, "time"), metrics[k]) for k in ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "norm")
+    }
+    ds = xr.Dataset(
+        data, coords={coord: np.asarray(values, float), "time": t, "t": ("time", t), "step": ("time", step)}
+    )
+    fits, halves, groks = zip(
+        *(member_times(t, ds["train_accuracy"].values[i], ds["test_accuracy"].values[i]) for i in range(len(values)))
+    )
+    ds["t_fit"] = (coord, np.asarray(fits))
+    ds["t_half"] = (coord, np.asarray(halves))
+    ds["t_grok"] = (coord, np.asarray(groks))
+    ds["tau_grok"] = (coord, np.asarray(groks) * np.asarray(lams, float))
+    ds["result"] = (coord, np.asarray(result).astype(np.int8))
+    return ds
+
+
+def measure(params, *, progress: bool = False, echo=print) -> xr.Dataset:
+    """Panels (a, c) (He init over λ; (a) is the member λ = lam_a) and (b) (W2 = 0 over α at
+    λ = lam_a), each one vmapped chain of `gd` calls, as one Dataset: each panel keeps its own
+    time axis (`time_c`, `t_c`, `step_c` and `time_b`, …), its curves on (lam, time_c) and
+    (alpha, time_b) and its transition times per member (`t_fit_c`, `t_half_b`, …)."""
+    require_float64(FIGURE.name)
+    check(params)
+    problem = base_problem(params)
+    n_train = int(problem.train["x"].shape[0])
+    n_test = int(problem.test["x"].shape[0])
+    saves = params["saves"]
+    schedule_c, schedule_b = schedule(params, "c"), schedule(params, "b")
+    echo(
+        f"  E3.1: p = {params['p']}, width {params['width']}, {n_train} train / {n_test} test pairs, "
+        f"GD (a, c) {describe(schedule_c)}; (b) {describe(schedule_b)}"
+    )
+
+    # (a) and (c): He init; (a) is the member λ = lam_a of (c) when it is on the grid.
+    lams_c = tuple(sorted(set(params["lams_c"]) | {params["lam_a"]}))
+    echo(f"  1/2 (a, c) He init, λ ∈ {{{', '.join(f'{v:g}' for v in lams_c)}}}")
+    traj_c = run_grid(problem, [1.0] * len(lams_c), lams_c, [0.0] * len(lams_c), schedule_c, saves)
+    ds_c = panel_dataset(traj_c, "lam", lams_c, lams_c)
+
+    alphas_b, lam_a = params["alphas_b"], params["lam_a"]
+    n_b = len(alphas_b)
+    echo(f"  2/2 (b) W2 = 0, α ∈ {{{', '.join(f'{a:g}' for a in alphas_b)}}}, λ = {lam_a:g}")
+    traj_b = run_grid(problem, alphas_b, [lam_a] * n_b, [1.0] * n_b, schedule_b, saves)
+    ds_b = panel_dataset(traj_b, "alpha", alphas_b, [lam_a] * n_b)
+
+    # each panel keeps its own time axis (panel b may run longer): time_c, t_c, … and time_b, t_b, …
+    ds = xr.merge(
+        [
+            part.rename({k: f"{k}_{tag}" for k in (*part.data_vars, "time", "t", "step")})
+            for part, tag in ((ds_c, "c"), (ds_b, "b"))
+        ],
+        compat="no_conflicts",
+        join="outer",
+    )
+    # panel (c) runs He init (α = 1, W2 ≠ 0) over λ; panel (b) W2 = 0 over α at λ = lam_a
+    ds.attrs.update(
+        params=json.dumps(params),
+        model="modular addition mod p, concatenated one-hots, ReLU MLP with first-layer bias, He init x alpha "
+        "(W2 = 0 in panel b), mean cross-entropy, full-batch GD with coupled weight decay lam; "
+        "t = sum of the step sizes",
+        n_train=n_train,
+        n_test=n_test,
+        schedule_c=describe(schedule_c),
+        schedule_b=describe(schedule_b),
+        steps_c=int(ds_c["step"].values[-1]),
+        steps_b=int(ds_b["step"].values[-1]),
+        grok_accuracy=GROK_ACCURACY,
+        half_accuracy=HALF_ACCURACY,
+        fit_accuracy=FIT_ACCURACY,
+    )
+    return ds
+
+
+def _panels(ds):
+    """(params, panel (a, c) Dataset, panel (b) Dataset) with the names `panel_dataset` gives."""
+    params = json.loads(ds.attrs["params"])
+    out = []
+    for tag, coord in (("c", "lam"), ("b", "alpha")):
+        names = [f"{k}_{tag}" for k in (*PANEL_VARS, *MEMBER_VARS)]
+        part = ds[names].rename({f"{k}_{tag}": k for k in (*PANEL_VARS, *MEMBER_VARS, "time", "t", "step")})
+        out.append(part.drop_vars([c for c in part.coords if c not in (coord, "time", "t", "step")]))
+    return params, out[0], out[1]
+
+
+def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
+    """The key numbers as (quantity, value) rows: per member the fit, the jump (test accuracy ≥ 0.5
+    and ≥ 0.9 for good), the final accuracies and norms; (b)'s delay per step in α against
+    ln(α/α')/λ; (c)'s slope of ln(t_half − t_fit) against ln λ."""
+    from .. import analysis
+
+    params, ds_c, ds_b = _panels(ds)
+    lam_a, alphas_b = params["lam_a"], params["alphas_b"]
+    rows = [
+        (
+            "setup",
+            f"p = {params['p']}, width {params['width']}, "
+            f"{ds.attrs['n_train']} train / {ds.attrs['n_test']} test pairs; "
+            f"GD (a, c) {ds.attrs['schedule_c']} ({ds.attrs['steps_c']} steps); (b) {ds.attrs['schedule_b']} "
+            f"({ds.attrs['steps_b']} steps)",
+        )
+    ]
+    for label, part, coord in (("(a, c)", ds_c, "lam"), ("(b)", ds_b, "alpha")):
+        for i, v in enumerate(part[coord].values):
+            lam = float(v) if coord == "lam" else lam_a
+            t_half, t_grok = part["t_half"].values[i], part["t_grok"].values[i]
+            rows.append(
+                (
+                    f"{label} {coord} = {v:g}",
+                    f"train acc ≥ {FIT_ACCURACY} from t = {part['t_fit'].values[i]:.4g}; "
+                    f"test acc ≥ {HALF_ACCURACY} from t = {t_half:.4g} (τ = {lam * t_half:.3g}), ≥ {GROK_ACCURACY} "
+                    f"from t = {t_grok:.4g} (τ = {lam * t_grok:.3g}); final train/test acc "
+                    f"{part['train_accuracy'].values[i, -1]:.3f}/{part['test_accuracy'].values[i, -1]:.3f}, "
+                    f"‖θ‖ {part['norm'].values[i, 0]:.1f} → {part['norm'].values[i, -1]:.1f}",
+                )
+            )
+    half_b = ds_b["t_half"].values
+    if len(alphas_b) > 1 and np.all(np.isfinite(half_b)):
+        shifts = ", ".join(
+            f"α = {a:g}: {half_b[i] - half_b[i - 1]:+.4g} (ln(α/α')/λ = {math.log(a / alphas_b[i - 1]) / lam_a:.4g})"
+            for i, a in enumerate(alphas_b)
+            if i > 0
+        )
+        rows.append((f"(b) delay of the jump (test acc ≥ {HALF_ACCURACY}) against the previous α", shifts))
+    span = ds_c["t_half"].values - ds_c["t_fit"].values  # A12's "from fit to halfway"
+    ok = np.isfinite(span)
+    if ok.sum() >= 2:
+        lam_ok, span_ok = ds_c["lam"].values[ok], span[ok]
+        if ok.sum() >= 3:
+            slope = analysis.fit_inverse_lambda(span_ok, lam_ok, loglog=True).slope
+        else:
+            slope = math.log(span_ok[1] / span_ok[0]) / math.log(lam_ok[1] / lam_ok[0])
+        rows.append(
+            (
+                f"(c) slope of ln(t_half − t_fit) against ln λ over the {int(ok.sum())} λ that generalise (theory −1)",
+                f"{slope:.3f}",
+            )
+        )
+    failed = ds_c["lam"].values[~np.isfinite(ds_c["t_fit"].values)]
+    if failed.size:
+        rows.append(
+            ("(c) λ that never fit the training set (too much weight decay)", ", ".join(f"{v:g}" for v in failed))
+        )
+    return rows
+
+
+def plot(ds: xr.Dataset):
+    """Three panels of accuracy against log t (test solid, train dashed, the jump marked): (a) He
+    init at λ = lam_a with its norm (τ on top); (b) the init scale α with W2 = 0; (c) λ."""
+    import matplotlib.pyplot as plt
+
+    params, ds_c, ds_b = _panels(ds)
+    lam_a = params["lam_a"]
+    fig = plt.figure(figsize=(17, 5.6), layout="constrained")
+    fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+    axes = fig.subplots(1, 3, sharey=True)
+
+    def curves(ax, part, i, color, label, norm_ax=None):
+        t = part["t"].values
+        keep = t > 0
+        ax.plot(t[keep], part["test_accuracy"].values[i, keep], color=color, lw=1.8, label=f"{label} test")
+        ax.plot(t[keep], part["train_accuracy"].values[i, keep], color=color, lw=1.0, ls="--", label=f"{label} train")
+        if norm_ax is not None:
+            norm_ax.plot(t[keep], part["norm"].values[i, keep], color=color, lw=1.0, ls=":")
+        t_half = part["t_half"].values[i]
+        if math.isfinite(t_half):
+            ax.axvline(t_half, color=color, lw=0.8, alpha=0.6)
+
+    # (a): the He-init member at lam_a
+    ax = axes[0]
+    i_a = int(np.argmin(np.abs(ds_c["lam"].values - lam_a)))
+    norm_a = ax.twinx()
+    curves(ax, ds_c, i_a, "tab:red", "", norm_a)
+    norm_a.set_ylabel("‖θ‖ (dotted)")
+    ax.axvline(1 / lam_a, color="0.5", ls=":", lw=1.2)
+    ax.text(1 / lam_a, 0.5, " t = 1/λ", transform=ax.get_xaxis_transform(), color="0.4")
+    add_tau_axis(ax, lam_a, label="τ = λt")
+    ax.set_title(f"(a) He init, λ = {lam_a:g}: memorise, then grok")
+
+    ax = axes[1]
+    norm_b = ax.twinx()
+    colors = plt.cm.viridis(np.linspace(0, 0.85, ds_b.sizes["alpha"]))
+    for i, a in enumerate(ds_b["alpha"].values):
+        curves(ax, ds_b, i, colors[i], f"He ×{a:g}", norm_b)
+    norm_b.set_yscale("log")
+    norm_b.set_ylabel("‖θ‖ (dotted, log)")
+    ax.set_title(f"(b) init scale α (W2 = 0), λ = {lam_a:g}: larger α, later")
+
+    ax = axes[2]
+    colors = plt.cm.plasma(np.linspace(0, 0.85, ds_c.sizes["lam"]))
+    for i, lam in enumerate(ds_c["lam"].values):
+        curves(ax, ds_c, i, colors[i], f"λ = {lam:g}")
+    ax.set_title("(c) weight decay λ (He init): larger λ, earlier")
+
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.set_xlabel("t = Σ η (GD's continuous time; log scale)")
+        ax.legend(fontsize=7, loc="upper left", ncol=1 if ax is axes[0] else 2)
+    axes[0].set_ylabel("accuracy (solid: test, dashed: train)")
+    fig.suptitle(
+        "Lyu et al. Fig. 2: two-layer ReLU MLP on modular addition, full-batch GD with weight decay "
+        "(vertical lines: test accuracy ≥ 0.5 from then on)",
+        fontsize=12,
+    )
+    caption(
+        fig,
+        f"p = {params['p']}, width {params['width']}, {ds.attrs['n_train']} train / {ds.attrs['n_test']} test pairs "
+        f"({params['fraction']:.0%}; paper: p = 97, width 1024, 40%), GD (a, c) {ds.attrs['schedule_c']}, "
+        f"(b) {ds.attrs['schedule_b']} (paper: η = 0.002), "
+        f"λ_a = {lam_a:g} (paper 1e-4), α ∈ {{{', '.join(f'{a:g}' for a in params['alphas_b'])}}} "
+        f"(paper 1, 10, 100), JAX key {params['key']}",
+        size=ds.attrs.get("size"),
+    )
+    return fig

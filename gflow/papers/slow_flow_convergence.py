@@ -1,0 +1,286 @@
+r"""Full flows θ^λ(τ/λ) collapse onto the slow flow θ°(τ) as λ → 0, at rate O(λ) (papers.md A2).
+
+Setup (Boursier et al., Prop. 2; papers.md §9 A2): diagonal network β = u⊙v, n = 3, d = 8,
+X ~ 𝒩(0, 1), β⋆ = (1, −0.7, 0, …), y = Xβ⋆, w0 = (u0, v0) ~ 𝒩(0, I₁₆) (NumPy `seed` 3), and
+F = ½‖Xβ − y‖² (the sum convention of A2: gflow's F = ½·mean(r²) with residuals r = √n(Xβ − y)).
+
+`measure` runs
+1. the flow limit Φ(θ0) (`gflow.flow_limit`, rtol `limit_rtol` = 1e−12, atol `limit_atol`
+   = 1e−14) and from it the slow flow dθ/dτ = −P(θ)θ on the manifold of minimisers
+   (`gflow.slow_flow`) to τ1, saved on a τ grid: 0, `saves` log-spaced slow times from 1e−4
+   to τ1, and the reported slow times `report_taus` below τ1;
+2. for each λ in `lams`, the full flow dθ/dt = −∇F − λθ with the stiff solver Kvaerno5 (rtol
+   `full_rtol` = 1e−11, atol `full_atol` = 1e−13) up to t = τ1/λ, saved at t = τ/λ on the slow
+   flow's τ grid, so the distances are exact (no interpolation);
+
+and compares them (`gflow._slow.compare`): ‖θ^λ(τ/λ) − θ°(τ)‖ per λ and τ, and the fitted order
+of convergence in λ (the least-squares slope of log distance against log λ per τ; 1 for O(λ)),
+reported at `report_taus`. The distances reach 1e−5, so the figure needs float64.
+
+Sizes: quick is λ ∈ {1e−1, 1e−2, 1e−3, 1e−4}, τ1 = 3, 60 log-spaced saves; smoke is
+λ ∈ {1e−1, 1e−2}, τ1 = 1, 12 saves. The script had no larger size: full equals quick (the
+problem is the paper's A2 size already).
+
+Time convention: F_λ = F + (λ/2)‖θ‖², dθ/dt = −∇F_λ, ODE time t; slow time τ = λt.
+
+The figure: ‖θ‖ against τ for every λ and the slow flow, the distance against λ on a log-log
+inset (one line per reported τ, a slope-1 guide), the distance against τ below. The dataset
+holds `distance`, `exact` (int8), the metric differences and `full_norm` over (`lam`, `tau`),
+`order` over `tau`, `order_at` over `tau_at`, and the slow flow's `slow_norm` and
+`slow_manifold_residual`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from . import FigureExperiment
+from ._common import caption, require_float64
+
+
+def _sizes() -> dict:
+    quick = {
+        "lams": [1e-1, 1e-2, 1e-3, 1e-4],
+        "tau1": 3.0,
+        "saves": 60,
+        "report_taus": [0.5, 1.0],
+        "seed": 3,
+        "limit_rtol": 1e-12,
+        "limit_atol": 1e-14,
+        "full_rtol": 1e-11,
+        "full_atol": 1e-13,
+    }
+    smoke = {**quick, "lams": [1e-1, 1e-2], "tau1": 1.0, "saves": 12}
+    # The script had no --full: full is the quick size (already the paper's A2 problem).
+    return {"smoke": smoke, "quick": quick, "full": dict(quick)}
+
+
+FIGURE = FigureExperiment(
+    "slow_flow_convergence",
+    "full flows with weight decay collapse onto the slow flow in slow time τ = λt, at rate O(λ)",
+    "Boursier, Pesme & Dragomir",
+    "Prop. 2 (A2)",
+    "slow_flow_convergence",
+    _sizes(),
+    runtime="20 s",
+)
+
+
+def check(params) -> None:
+    """Refuse parameter combinations the runs cannot use (a `ConfigError` naming the field)."""
+    from ..experiments import ConfigError
+
+    if len(params["lams"]) < 2 or min(params["lams"]) <= 0:
+        raise ConfigError(f"figure.lams must be at least two positive weight decays, got {params['lams']}")
+    if not params["tau1"] > 1e-4:
+        raise ConfigError(f"figure.tau1 must be > 1e-4 (the first log-spaced save), got {params['tau1']}")
+    if not params["report_taus"] or not all(0 < t <= params["tau1"] for t in params["report_taus"]):
+        raise ConfigError(
+            f"figure.report_taus must be slow times in (0, tau1 = {params['tau1']:g}], got {params['report_taus']}"
+        )
+    if params["saves"] < 2:
+        raise ConfigError(f"figure.saves must be ≥ 2, got {params['saves']}")
+
+
+def build_problem(params):
+    """The A2 problem: β = u⊙v, n = 3, d = 8, F = ½‖Xβ − y‖², from NumPy seed `seed`."""
+    from .. import models
+    from .._problem import Problem
+
+    rng = np.random.default_rng(params["seed"])
+    n, d = 3, 8
+    x = rng.normal(size=(n, d))
+    beta_star = np.zeros(d)
+    beta_star[:2] = (1.0, -0.7)
+    w0 = rng.normal(size=2 * d)
+
+    def sum_residuals(model, data):
+        # F = ½·mean(r²) with r = √n (Xβ − y) is ½‖Xβ − y‖².
+        return jnp.sqrt(data["x"].shape[0]) * (jax.vmap(model)(data["x"]) - data["y"])
+
+    model = models.DiagonalNet(jnp.asarray(w0[:d]), jnp.asarray(w0[d:]), "uv")
+    return Problem(model, {"x": jnp.asarray(x), "y": jnp.asarray(x @ beta_star)}, residuals=sum_residuals)
+
+
+def tau_grid(tau1: float, num: int, report_taus) -> np.ndarray:
+    """0, log-spaced slow times from 1e-4 to τ1, and the reported τ values."""
+    grid = np.concatenate([[0.0], np.geomspace(1e-4, tau1, num), [t for t in report_taus if t < tau1]])
+    return np.unique(grid)
+
+
+def measure(params, *, progress: bool = False, echo=print) -> xr.Dataset:
+    """The slow flow from Φ(θ0), the full flow at each λ, and their distances; returns one
+    Dataset over (`lam`, `tau`)."""
+    from .._simulate import simulate
+    from .._slow import compare, flow_limit, slow_flow
+
+    require_float64(FIGURE.name)
+    check(params)
+    lams, tau1 = [float(lam) for lam in params["lams"]], float(params["tau1"])
+    report = [float(t) for t in params["report_taus"]]
+    taus = tau_grid(tau1, params["saves"], report)
+    problem = build_problem(params)
+
+    echo(f"  1/{1 + len(lams)} flow limit Φ(θ0) and the slow flow to τ1 = {tau1:g}")
+    start = time.perf_counter()
+    limit = flow_limit(problem, rtol=params["limit_rtol"], atol=params["limit_atol"])
+    slow = slow_flow(problem, tau1, start=limit, saveat=taus, save_params=True)
+    jax.block_until_ready(slow)
+    walls = {"slow": time.perf_counter() - start}
+    fulls = []
+    for k, lam in enumerate(lams):
+        echo(f"  {k + 2}/{1 + len(lams)} full flow λ = {lam:g} to t1 = {tau1 / lam:g}")
+        start = time.perf_counter()
+        full = simulate(
+            problem,
+            lam,
+            tau1 / lam,
+            solver="kvaerno5",
+            saveat=taus / lam,
+            save_params=True,
+            rtol=params["full_rtol"],
+            atol=params["full_atol"],
+            progress=progress,
+        )
+        jax.block_until_ready(full)
+        fulls.append(full)
+        walls[f"full_{k}"] = time.perf_counter() - start
+
+    ds = compare(fulls, slow, at=report)
+    ds = ds.assign(
+        exact=ds["exact"].astype("int8"),  # NetCDF3 has no booleans
+        slow_norm=("tau", np.asarray(slow.metrics["norm"])),
+        slow_manifold_residual=("tau", np.asarray(slow.metrics["manifold_residual"])),
+        full_norm=(("lam", "tau"), np.stack([np.asarray(f.metrics["norm"]) for f in fulls])),
+        full_steps=("lam", np.array([int(f.stats["num_steps"]) for f in fulls])),
+        full_ok=("lam", np.array([bool(f.ok) for f in fulls]).astype(np.int8)),
+    )
+    ds.attrs.update(
+        params=json.dumps(params),
+        problem="beta = u*v, n = 3, d = 8, X ~ N(0,1), beta* = (1, -0.7, 0, ...), w0 ~ N(0, I16), "
+        f"numpy seed {params['seed']}; F = 0.5*||X beta - y||^2 (sum convention)",
+        full_solver=f"kvaerno5, rtol {params['full_rtol']:g}, atol {params['full_atol']:g}, saved at t = tau/lam",
+        full_results="; ".join(f.message for f in fulls),
+        flow_limit_t=float(limit.t),
+        flow_limit_result=limit.message,
+        flow_limit_grad_norm=float(limit.grad_norm),
+        flow_limit_solver=limit.solver,
+        slow_steps=int(slow.stats["num_steps"]),
+        slow_max_manifold_residual=float(np.nanmax(np.asarray(slow.metrics["manifold_residual"]))),
+        wall_slow_s=walls["slow"],
+        wall_full_s=np.asarray([walls[f"full_{k}"] for k in range(len(lams))]),
+    )
+    return ds
+
+
+def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
+    """The key numbers: Φ(θ0), the slow flow, the distances at the reported τ and the fitted orders."""
+    a = ds.attrs
+    tau = ds["tau"].values
+    tau_at = np.atleast_1d(ds["tau_at"].values)
+    rows = [
+        (
+            "Φ(θ0)",
+            f"{a['flow_limit_result']} at t = {a['flow_limit_t']:.3g} (‖∇F‖ = {a['flow_limit_grad_norm']:.1e}, "
+            f"{a['flow_limit_solver']})",
+        ),
+        (
+            "slow flow",
+            f"{a['slow_result']}, {a['slow_steps']} steps, max manifold residual {a['slow_max_manifold_residual']:.1e}",
+        ),
+    ]
+    for i, lam in enumerate(ds["lam"].values):
+        dists = ", ".join(f"{ds['distance'].values[i, np.argmin(np.abs(tau - t))]:.3e} (τ = {t:g})" for t in tau_at)
+        rows.append(
+            (
+                f"λ = {lam:g}: ‖θ^λ(τ/λ) − θ°(τ)‖",
+                f"{dists}; full flow {int(ds['full_steps'].values[i])} steps",
+            )
+        )
+    orders = ", ".join(f"{o:.3f} at τ = {t:g}" for t, o in zip(tau_at, ds["order_at"].values, strict=True))
+    rows.append(("fitted order of convergence in λ (log-log slope)", orders))
+    return rows
+
+
+def plot(ds: xr.Dataset):
+    """`gflow._slow.plot_slow_flow`'s figure, drawn from the dataset: ‖θ‖ of every full flow and
+    of the slow flow against τ, with an inset of the distance against λ (log-log, one line per
+    reported τ, a slope-1 guide); below, the distance against τ for every λ."""
+    import matplotlib.pyplot as plt
+
+    tau = ds["tau"].values
+    dist = ds["distance"].values
+    lams = ds["lam"].values
+    order = np.argsort(-lams)  # largest λ first, as plot_slow_flow draws them
+    at = np.atleast_1d(ds["tau_at"].values)
+
+    fig = plt.figure(figsize=(8.5, 8), layout="constrained")
+    ax, ax_dist = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, lams.size))
+    keep = tau > 0
+    shown = []
+    for i, color in zip(order, colors, strict=True):
+        values = ds["full_norm"].values[i][keep]
+        shown.append(values)
+        ax.plot(tau[keep], values, color=color, lw=1.6, label=f"full flow, λ = {lams[i]:.0e}")
+    shown.append(ds["slow_norm"].values[keep])
+    ax.plot(tau[keep], shown[-1], "k--", lw=2, label="slow flow θ°(τ) (λ → 0)")
+    ax.set_xscale("log")
+    ax.set_ylabel("‖θ‖")
+    # Headroom above the curves for the legend and the inset, so neither hides a curve.
+    values = np.concatenate(shown)
+    values = values[np.isfinite(values)]
+    if values.size:
+        lo, hi = values.min(), values.max()
+        span = max(hi - lo, 1e-12 + 1e-3 * abs(hi))
+        ax.set_ylim(lo - 0.05 * span, hi + 0.95 * span)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=9)
+
+    for i, color in zip(order, colors, strict=True):
+        ok = keep & np.isfinite(dist[i]) & (dist[i] > 0)
+        ax_dist.plot(tau[ok], dist[i][ok], color=color, lw=1.6, label=f"λ = {lams[i]:.0e}")
+    ax_dist.set_xscale("log")
+    ax_dist.set_yscale("log")
+    ax_dist.set_xlabel("τ = λt (slow time)")
+    ax_dist.set_ylabel(r"$\|\theta^\lambda(\tau/\lambda) - \theta^\circ(\tau)\|$")
+    ax_dist.grid(True, which="major", alpha=0.3)
+    ax_dist.legend(loc="lower left", fontsize=8, ncols=lams.size)
+
+    if at.size and lams.size >= 2:
+        inset = ax.inset_axes((0.63, 0.57, 0.35, 0.4))
+        lam_sorted = lams[order]
+        for a, marker in zip(at, "osD^v<>", strict=False):
+            j = int(np.argmin(np.abs(tau - a)))
+            label = f"τ = {tau[j]:.2g}: slope {ds['order'].values[j]:.2f}"
+            line = inset.loglog(lam_sorted, dist[order, j], marker=marker, ms=4, lw=1, label=label)
+            ax_dist.axvline(tau[j], color=line[0].get_color(), ls=":", lw=1)
+        ref = dist[order, int(np.argmin(np.abs(tau - at[0])))]
+        if np.all(np.isfinite(ref)):
+            inset.loglog(
+                lam_sorted, 0.3 * ref[-1] * lam_sorted / lam_sorted[-1], ":", color="0.4", lw=1.2, label="slope 1"
+            )
+        inset.set_xlabel("λ", fontsize=8, labelpad=1)
+        inset.set_ylabel("distance", fontsize=8, labelpad=1)
+        inset.tick_params(labelsize=7)
+        inset.legend(fontsize=6.5, loc="lower right")
+        inset.grid(True, which="major", alpha=0.3)
+    fig.suptitle(
+        "Full flows with weight decay collapse onto the slow flow in τ = λt\n"
+        "diagonal network β = u⊙v, n = 3, d = 8 (papers.md A2)"
+    )
+    fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))
+    params = json.loads(ds.attrs["params"])
+    caption(
+        fig,
+        f"full flows: {ds.attrs['full_solver']}; slow flow from Φ(θ0) ({ds.attrs['slow_solver']}); "
+        f"NumPy seed {params['seed']}.",
+        size=ds.attrs.get("size"),
+    )
+    return fig
