@@ -230,7 +230,8 @@ def test_task_dtype_float32_makes_every_float_float32_and_keeps_the_split(loss):
     assert floats and all(x.dtype == jnp.float32 for x in floats)
     assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(double) if eqx.is_inexact_array(x))
     np.testing.assert_array_equal(single.train["x"], double.train["x"])  # the same pairs
-    traj = gflow.simulate(single, 1e-2, 5.0, saveat=3)
-    assert traj.ok and np.asarray(traj.metrics["train_loss"]).dtype == np.float32
+    if loss == "cross_entropy":  # one float32 solve (the other loss adds only its compile time)
+        traj = gflow.simulate(single, 1e-2, 5.0, saveat=3)
+        assert traj.ok and np.asarray(traj.metrics["train_loss"]).dtype == np.float32
     with pytest.raises(gflow.ProblemError, match="dtype must be 'float32', 'float64' or None"):
         tasks.modular_transformer(0, dtype="float16", **kwargs)
