@@ -137,7 +137,7 @@ FIGURE = FigureExperiment(
     "Figs. 1, 7 (E6, A15)",
     "nanda_transformer",
     _sizes(),
-    runtime="?",
+    runtime="> 15 min",  # flow, GD and AdamW ≈ 3.5 min; the vmapped λ sweep is the rest (README, Status)
 )
 
 
