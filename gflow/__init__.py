@@ -9,6 +9,16 @@ import importlib.metadata
 from . import models as models, tasks as tasks
 from ._chebyshev import RKC as RKC
 from ._gd import gd as gd
+from ._losses import (
+    MSE as MSE,
+    AbstractGaussNewtonLoss as AbstractGaussNewtonLoss,
+    AbstractLoss as AbstractLoss,
+    AbstractResidualLoss as AbstractResidualLoss,
+    CrossEntropy as CrossEntropy,
+    Logistic as Logistic,
+    Residuals as Residuals,
+    Scalar as Scalar,
+)
 from ._problem import GflowError as GflowError, Problem as Problem, ProblemError as ProblemError
 from ._simulate import (
     SOLVER_NAMES as SOLVER_NAMES,

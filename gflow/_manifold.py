@@ -24,7 +24,8 @@ import jax.flatten_util
 import jax.numpy as jnp
 import lineax as lx
 
-from ._problem import Problem, ProblemError, mse_residuals
+from ._losses import MSE
+from ._problem import Problem, ProblemError
 
 MANIFOLDS = ("zero_loss", "critical")
 LINEAR_SOLVERS = ("auto", "dense", "matrix_free")
@@ -256,16 +257,19 @@ def build_manifold(
     kernel_rtol,
     krylov_dim: int,
     cg_rtol,
-    cg_max_steps: int,
+    cg_max_steps: int | None,
 ) -> AbstractManifold:
-    """The geometry of `manifold` for `problem`, as functions of the flat parameter vector."""
+    """The geometry of `manifold` for `problem`, as functions of the flat parameter vector.
+
+    `cg_max_steps=None`: 10·N conjugate-gradient iterations for N residuals (zero_loss, matrix-free).
+    """
     if manifold == "zero_loss":
 
         def residuals(flat):
             return problem.residuals_fn(eqx.combine(unravel(flat), static), problem.train)
 
         jacobian = None
-        if problem.residuals_fn is mse_residuals:
+        if isinstance(problem.loss, MSE):
 
             def jacobian(flat):
                 # Row i·k + c is ∂f_c(x_i)/∂θ, the order of mse_residuals' flattening.
@@ -276,6 +280,7 @@ def build_manifold(
                 return jnp.reshape(per_example, (-1, flat.size))
 
         n = eqx.filter_eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
+        cg_max_steps = 10 * n if cg_max_steps is None else cg_max_steps
         return ZeroLossManifold(residuals, jacobian, n, path == "dense", rcond, cg_rtol, cg_max_steps)
 
     def loss(flat):

@@ -11,109 +11,19 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-
-class GflowError(ValueError):
-    """Base of every error gflow raises for a user's input: one line that says what to do."""
-
-
-class ProblemError(GflowError):
-    """A `Problem` (or an argument of `simulate`/`gd`) is malformed. The message says how to fix it."""
-
-
-_BUILTIN_LOSSES = ("mse", "cross_entropy", "logistic")
+from ._errors import GflowError as GflowError, ProblemError as ProblemError
+from ._losses import (
+    AbstractLoss,
+    AbstractResidualLoss,
+    argmax_accuracy as argmax_accuracy,
+    as_loss,
+    batched_outputs as batched_outputs,
+    mse_residuals as mse_residuals,
+)
 
 
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
-
-
-def _batched_outputs(model, data):
-    try:
-        x = data["x"]
-    except (TypeError, KeyError, IndexError):
-        raise ProblemError(
-            "built-in losses read data['x'] and data['y']: pass train/test as dicts "
-            "{'x': inputs, 'y': targets}, or give your own loss=/residuals= function"
-        ) from None
-    return jax.vmap(model)(x)
-
-
-def mse_residuals(model, data):
-    """Residuals `model(x_i) − y_i`, flattened over examples and outputs.
-
-    With these, F = ½·mean(residuals²): the mean squared error over every entry, halved.
-    """
-    out = _batched_outputs(model, data)
-    return jnp.reshape(out - data["y"], (-1,))
-
-
-def cross_entropy_loss(model, data):
-    """Mean softmax cross-entropy of logits `model(x_i)` against integer labels `y_i`."""
-    logits = _batched_outputs(model, data)
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, data["y"][:, None], axis=-1)[:, 0]
-    return jnp.mean(logz - picked)
-
-
-def logistic_loss(model, data):
-    """Mean logistic loss log(1 + exp(−y_i f(x_i))) for labels y_i ∈ {−1, +1} and scalar outputs."""
-    out = _batched_outputs(model, data)
-    return jnp.mean(jax.nn.softplus(-data["y"] * out))
-
-
-def _check_builtin_shapes(name, model, data, split):
-    # filter_eval_shape, not jax.eval_shape: models hold non-array leaves (activations, sizes).
-    out = eqx.filter_eval_shape(_batched_outputs, model, data)
-    y = data["y"]
-    if name == "mse":
-        if out.shape != y.shape:
-            raise ProblemError(
-                f"{split} data: the model outputs shape {out.shape[1:]} per example "
-                f"(batched {out.shape}) but data['y'] has shape {y.shape}; make them equal "
-                "(e.g. y[:, None] for one output, or a model that returns a scalar)"
-            )
-    elif name == "cross_entropy":
-        if out.ndim != 2 or y.shape != out.shape[:1]:
-            raise ProblemError(
-                f"{split} data: cross_entropy needs logits of shape (n, classes) and integer "
-                f"labels of shape (n,); got logits {out.shape} and labels {y.shape}"
-            )
-        if not jnp.issubdtype(y.dtype, jnp.integer):
-            raise ProblemError(f"{split} data: cross_entropy labels must be integers, got {y.dtype}")
-        n_classes = out.shape[1]
-        if _is_concrete(y) and y.size and not bool(jnp.all((y >= 0) & (y < n_classes))):
-            raise ProblemError(
-                f"{split} data: cross_entropy labels must lie in [0, {n_classes}) for {n_classes} logits; "
-                "fix the labels or widen the model's output"
-            )
-    elif name == "logistic":
-        if out.shape != y.shape:
-            raise ProblemError(
-                f"{split} data: logistic loss needs one scalar output per example, shape {y.shape}, "
-                f"but the model outputs {out.shape}"
-            )
-        if _is_concrete(y) and not bool(jnp.all(jnp.abs(y) == 1)):
-            raise ProblemError(f"{split} data: logistic labels must be -1 or +1; map 0/1 labels with y = 2*y - 1")
-
-
-def argmax_accuracy(model, data):
-    """Fraction of examples whose largest logit is the integer label (cross-entropy problems)."""
-    return jnp.mean(jnp.argmax(_batched_outputs(model, data), -1) == data["y"])
-
-
-def sign_accuracy(model, data):
-    """Fraction of examples whose output sign is the ±1 label (logistic problems)."""
-    return jnp.mean(jnp.sign(_batched_outputs(model, data)) == data["y"])
-
-
-# Module-level functions, not lambdas: metrics are static fields of a Problem, so a fresh lambda
-# per Problem would make every new Problem of the same shapes recompile the solve.
-def _default_metrics(loss_name):
-    if loss_name == "cross_entropy":
-        return {"accuracy": argmax_accuracy}
-    if loss_name == "logistic":
-        return {"accuracy": sign_accuracy}
-    return {}
 
 
 class Problem(eqx.Module):
@@ -132,10 +42,13 @@ class Problem(eqx.Module):
       parameters θ0. Its non-array parts (activations, sizes) are static.
     - `train`, `test`: pytrees of arrays. The built-in losses read dicts `{"x": ..., "y": ...}`;
       extra keys are carried along for metrics (e.g. a teacher vector in `test`).
-    - `loss`: `loss(model, data) -> scalar`, or a name: `"mse"` (F = ½·mean((f(x)−y)²), given as
-      residuals), `"cross_entropy"` (integer labels), `"logistic"` (labels ±1).
-    - `residuals`: `residuals(model, data) -> vector r`; then F = ½·mean(r²). Give exactly one
-      of `loss` and `residuals`. Residual problems expose their Jacobian to the slow flow.
+    - `loss`: a loss object (`gflow.MSE()`, `gflow.CrossEntropy()`, `gflow.Logistic()`,
+      `gflow.Residuals(fn)`, `gflow.Scalar(fn)`; see `gflow._losses`), a name (`"mse"`: F =
+      ½·mean((f(x)−y)²) as residuals; `"cross_entropy"`: integer labels; `"logistic"`: labels ±1)
+      or a function `loss(model, data) -> scalar` (taken as `Scalar(loss)`).
+    - `residuals`: `residuals(model, data) -> vector r` (taken as `Residuals(residuals)`): F =
+      ½·mean(r²). Give exactly one of `loss` and `residuals`. Residual problems expose their
+      Jacobian to the slow flow and its zero-loss manifold.
     - `metrics`: `{name: fn(model, data) -> scalar}`. Each is evaluated on the test data (as
       `test_<name>`) and on the train data (as `train_<name>`) wherever the split has the keys
       it reads. Classification losses add `accuracy` by default.
@@ -154,9 +67,7 @@ class Problem(eqx.Module):
     model: Any
     train: Any
     test: Any
-    loss_name: str | None = eqx.field(static=True)
-    loss_fn: Callable | None = eqx.field(static=True)
-    residuals_fn: Callable | None = eqx.field(static=True)
+    loss: AbstractLoss = eqx.field(static=True)
     metric_items: tuple = eqx.field(static=True)
     decay_leaves: tuple = eqx.field(static=True)
     trainable_leaves: tuple = eqx.field(static=True)
@@ -173,34 +84,13 @@ class Problem(eqx.Module):
         decay_mask=None,
         trainable=None,
     ):
-        if (loss is None) == (residuals is None):
-            raise ProblemError("give exactly one of loss=(model, data) -> scalar or residuals=(model, data) -> vector")
-        loss_name = None
-        if isinstance(residuals, str):
-            if residuals != "mse":
-                raise ProblemError(f"unknown residuals {residuals!r}; the built-in one is 'mse'")
-            loss, residuals = None, mse_residuals
-            loss_name = "mse"
-        if isinstance(loss, str):
-            if loss not in _BUILTIN_LOSSES:
-                raise ProblemError(
-                    f"unknown loss {loss!r}; choose one of {', '.join(_BUILTIN_LOSSES)} or pass a function"
-                )
-            loss_name = loss
-            if loss == "mse":
-                loss, residuals = None, mse_residuals
-            else:
-                loss = {"cross_entropy": cross_entropy_loss, "logistic": logistic_loss}[loss]
-        for name, fn in (("loss", loss), ("residuals", residuals)):
-            if fn is not None and not callable(fn):
-                raise ProblemError(f"{name} must be a function (model, data) -> ..., got {type(fn).__name__}")
-
+        loss = as_loss(loss, residuals)
         _check_parameters(model)
         _check_data(train, "train")
         if test is not None:
             _check_data(test, "test")
 
-        all_metrics = dict(_default_metrics(loss_name))
+        all_metrics = dict(loss.default_metrics())
         all_metrics.update(metrics or {})
         for name, fn in all_metrics.items():
             if not isinstance(name, str) or not callable(fn):
@@ -209,9 +99,7 @@ class Problem(eqx.Module):
         self.model = model
         self.train = train
         self.test = test
-        self.loss_name = loss_name
-        self.loss_fn = loss
-        self.residuals_fn = residuals
+        self.loss = loss
         self.trainable_leaves = _mask_per_array(model, trainable, "trainable")
         if not any(self.trainable_leaves):
             raise ProblemError("trainable= freezes every array of the model: nothing to integrate")
@@ -221,9 +109,7 @@ class Problem(eqx.Module):
         # Shape checks by abstract evaluation: no compilation, no FLOPs.
         splits = [("train", train)] + ([("test", test)] if test is not None else [])
         for split, data in splits:
-            if loss_name is not None:
-                _check_builtin_shapes(loss_name, model, data, split)
-            _check_objective_shape(self, data, split)
+            loss.check(model, data, split)
         items = []
         for name, fn in all_metrics.items():
             if name == "loss":
@@ -276,12 +162,15 @@ class Problem(eqx.Module):
         spec = [is_array and next(flags) for is_array in spec]
         return eqx.partition(model, jtu.tree_unflatten(treedef, spec))
 
-    def loss(self, model, data) -> jax.Array:
-        """The unregularised loss F on `data` (½·mean(r²) for residual problems)."""
-        if self.residuals_fn is not None:
-            r = self.residuals_fn(model, data)
-            return 0.5 * jnp.mean(r**2)
-        return self.loss_fn(model, data)
+    @property
+    def loss_name(self) -> str | None:
+        """The built-in loss's name ("mse", "cross_entropy", "logistic"), None for a user's function."""
+        return self.loss.name
+
+    @property
+    def residuals_fn(self) -> Callable | None:
+        """`residuals(model, data) -> r` for a residual loss (F = ½·mean(r²)), else None."""
+        return self.loss.residuals if isinstance(self.loss, AbstractResidualLoss) else None
 
     def decayed(self, params):
         """The decayed part m ⊙ θ of a parameter pytree (undecayed leaves set to zero)."""
@@ -343,25 +232,6 @@ def _check_data(data, split):
             arr = np.asarray(arr)
             if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
                 raise ProblemError(f"{split} data {_path_str(path)} contains NaN or inf; clean or drop those rows")
-
-
-def _check_objective_shape(problem, data, split):
-    if problem.residuals_fn is not None:
-        out = eqx.filter_eval_shape(problem.residuals_fn, problem.model, data)
-        if getattr(out, "ndim", None) != 1:
-            raise ProblemError(
-                f"residuals must return a vector (1-D) on the {split} data, got shape {getattr(out, 'shape', out)}; "
-                "flatten with jnp.ravel"
-            )
-    else:
-        out = eqx.filter_eval_shape(problem.loss_fn, problem.model, data)
-        if getattr(out, "shape", None) != ():
-            raise ProblemError(
-                f"loss must return a scalar on the {split} data, got shape {getattr(out, 'shape', out)}; "
-                "reduce it with jnp.mean or jnp.sum (or pass it as residuals=)"
-            )
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise ProblemError(f"the loss on the {split} data has dtype {out.dtype}; it must be floating point")
 
 
 def _mask_per_array(model, mask, what: str) -> tuple[bool, ...]:

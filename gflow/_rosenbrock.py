@@ -62,7 +62,8 @@ import jax.scipy.linalg as jsl
 import jax.tree_util as jtu
 import numpy as np
 
-from ._problem import Problem, _batched_outputs
+from ._losses import AbstractGaussNewtonLoss
+from ._problem import Problem
 
 # ---------------------------------------------------------------------------------------------
 # The tableau
@@ -429,7 +430,8 @@ class ExactJacobian(AbstractWMatrix):
 
 
 class GaussNewton(AbstractWMatrix):
-    r"""P = (G + λM)/s with G the (generalised) Gauss–Newton matrix of the problem's loss.
+    r"""P = (G + λM)/s with G the (generalised) Gauss–Newton matrix of the problem's loss (an
+    `AbstractGaussNewtonLoss`, which gives its outputs and their curvature H):
 
     - residual losses F = ½·mean(r²), r ∈ ℝᴺ: G = JᵀJ/N, J = ∂r/∂θ;
     - `"cross_entropy"`: G = Σ_i J_iᵀ (diag p_i − p_i p_iᵀ) J_i / n, J_i = ∂(logits_i)/∂θ;
@@ -464,51 +466,11 @@ class GaussNewton(AbstractWMatrix):
     # -- the problem's outputs and the Hessian of the loss in them ----------------------------
 
     def _outputs(self, unravel, flat):
-        model = eqx.combine(unravel(flat), self.static)
-        if self.problem.residuals_fn is not None:
-            return self.problem.residuals_fn(model, self.problem.train)
-        return _batched_outputs(model, self.problem.train)
+        return self.problem.loss.outputs(eqx.combine(unravel(flat), self.static), self.problem.train)
 
     def _curvature(self, z):
-        """(H·, Sᵀ·): the output Hessian H = S Sᵀ applied to one output-shaped vector, and Sᵀ
-        applied to a batch of rows `rows` with a trailing parameter axis."""
-        kind = "mse" if self.problem.residuals_fn is not None else self.problem.loss_name
-        if kind == "mse":
-            n = z.size
-
-            def hess(v):
-                return v / n
-
-            def s_t(rows):  # rows: (N, d)
-                return rows / jnp.sqrt(jnp.asarray(n, rows.dtype))
-
-        elif kind == "logistic":
-            n = z.shape[0]
-            y = self.problem.train["y"].astype(z.dtype)
-            q = jax.nn.sigmoid(y * z)
-            h = q * (1 - q) / n
-
-            def hess(v):
-                return h * v
-
-            def s_t(rows):  # rows: (n, d)
-                return jnp.sqrt(h)[:, None] * rows
-
-        elif kind == "cross_entropy":
-            n = z.shape[0]
-            p = jax.nn.softmax(z, axis=-1)
-            sq = jnp.sqrt(p)
-
-            def hess(v):  # v: (n, C)
-                return (p * v - p * jnp.sum(p * v, axis=-1, keepdims=True)) / n
-
-            def s_t(rows):  # rows: (n, C, d); S_iᵀ = diag(√p_i) − √p_i p_iᵀ
-                pj = jnp.sum(p[:, :, None] * rows, axis=1, keepdims=True)
-                return (sq[:, :, None] * rows - sq[:, :, None] * pj) / jnp.sqrt(jnp.asarray(n, rows.dtype))
-
-        else:  # pragma: no cover - guarded by `has_gauss_newton`
-            raise ValueError(f"no Gauss-Newton structure for loss {kind!r}")
-        return hess, s_t
+        """(H·, Sᵀ·) of the loss at outputs z (`AbstractGaussNewtonLoss.output_curvature`)."""
+        return self.problem.loss.output_curvature(z, self.problem.train)
 
     def _mask(self, unravel, flat0):
         ones = jtu.tree_map(jnp.ones_like, unravel(flat0))
@@ -586,16 +548,13 @@ class GaussNewton(AbstractWMatrix):
 
 
 def has_gauss_newton(problem: Problem) -> bool:
-    """Whether `problem` has a (generalised) Gauss–Newton structure gflow knows."""
-    return problem.residuals_fn is not None or problem.loss_name in ("cross_entropy", "logistic")
+    """Whether `problem`'s loss has a (generalised) Gauss–Newton structure (`AbstractGaussNewtonLoss`)."""
+    return isinstance(problem.loss, AbstractGaussNewtonLoss)
 
 
 def num_outputs(problem: Problem) -> int:
-    """N: the number of residuals, or of model outputs over the training set."""
-    if problem.residuals_fn is not None:
-        out = eqx.filter_eval_shape(problem.residuals_fn, problem.model, problem.train)
-    else:
-        out = eqx.filter_eval_shape(_batched_outputs, problem.model, problem.train)
+    """N: the number of outputs the loss is a function of (residuals, or logits over the training set)."""
+    out = eqx.filter_eval_shape(problem.loss.outputs, problem.model, problem.train)
     return int(np.prod(out.shape))
 
 

@@ -55,13 +55,13 @@ _W_MODES = {"ros34pw2": "auto", "ros34pw2_krylov": "krylov"}
 # depends on it (see benchmarks/README.md, "Long horizons"), so it wins once stiffness exceeds
 # AUTO_STIFFNESS.
 AUTO_STIFFNESS = 2e3
-# Losses whose curvature vanishes with the loss: for cross-entropy and logistic losses
+# Losses whose curvature vanishes with the loss (`AbstractLoss.curvature_vanishes_when_fitted`:
+# `CrossEntropy`, `Logistic`): for cross-entropy and logistic losses
 # ∇²F ≈ Jᵀ H_out J with H_out ~ the loss, so once the train set is fitted the sharpness falls
 # to O(λ) on the slow manifold (there ‖∇F‖ = λ‖θ‖) and the flow is no longer stiff; the estimate
 # at θ0 then overstates the stiffness of the whole horizon. Measured (benchmarks/README.md, "Long
 # horizons"): on the cross-entropy MLP at λ = 1e-5 Tsit5 used 4.6× fewer gradient-equivalents
 # than ROS34PW2; Lyu's sparse logistic classification took 86–90 Tsit5 steps against 322–334.
-AUTO_EXPLICIT_LOSSES = ("cross_entropy", "logistic")
 # Non-smooth losses (`nonsmooth_operations` finds a kink: ReLU, abs, max, where on θ): the
 # vector field jumps where a pre-activation changes sign, every step across a kink has local
 # error O(h·|jump|) whatever the order, and at the smooth default tolerances every adaptive
@@ -189,8 +189,8 @@ def choose_solver(
     - `bosh3` (Bogacki–Shampine 3(2), used at `AUTO_NONSMOOTH_RTOL` unless tolerances are given)
       when the loss is not smooth in θ (`nonsmooth_operations(problem)` is not empty: ReLU,
       abs, max, `where` on parameters) and `detect_kinks`;
-    - else `tsit5` for the losses of `AUTO_EXPLICIT_LOSSES` (cross-entropy, logistic), whose
-      curvature collapses once the train set is fitted;
+    - else `tsit5` for losses whose curvature collapses once the train set is fitted
+      (`loss.curvature_vanishes_when_fitted`: cross-entropy, logistic);
     - else, when the stiffness ratio (sharpness(θ0) + λ) × horizon exceeds `AUTO_STIFFNESS`:
       `ros34pw2` (Rosenbrock-W) if its W-matrix is factored (Woodbury for few outputs, dense for
       small models), `rkc` (Runge–Kutta–Chebyshev, `AUTO_MATRIX_FREE_STIFF_SOLVER`) if it would
@@ -204,7 +204,7 @@ def choose_solver(
     sharp = float(_top_hessian_eigenvalue(problem))
     if detect_kinks and nonsmooth_operations(problem):
         return AUTO_NONSMOOTH_SOLVER, sharp
-    if problem.loss_name in AUTO_EXPLICIT_LOSSES:
+    if problem.loss.curvature_vanishes_when_fitted:
         return "tsit5", sharp
     stiffness = (sharp + float(lam)) * float(horizon)
     if stiffness > AUTO_STIFFNESS:

@@ -486,9 +486,6 @@ def _slow_flow(
     _, static = problem.split()
     flat0, unravel = jax.flatten_util.ravel_pytree(start_params)
     dtype = flat0.dtype
-    n_res = None
-    if manifold == "zero_loss":
-        n_res = eqx.filter_eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
     geometry = build_manifold(
         problem,
         static,
@@ -499,7 +496,7 @@ def _slow_flow(
         kernel_rtol=kernel_rtol,
         krylov_dim=krylov_dim,
         cg_rtol=cg_rtol,
-        cg_max_steps=cg_max_steps or 10 * (n_res or 1),
+        cg_max_steps=cg_max_steps,
     )
     mask = flat_decay_mask(problem, start_params).astype(dtype)
     zero = jnp.zeros((), dtype)
@@ -650,9 +647,6 @@ def project_tangent(
 def _project_tangent(problem, params, vector, rcond, kernel_rtol, cg_rtol, *, manifold, path, krylov_dim):
     _, static = problem.split()
     flat, unravel = jax.flatten_util.ravel_pytree(params)
-    n_res = 1
-    if manifold == "zero_loss":
-        n_res = eqx.filter_eval_shape(problem.residuals_fn, problem.model, problem.train).shape[0]
     geometry = build_manifold(
         problem,
         static,
@@ -663,7 +657,7 @@ def _project_tangent(problem, params, vector, rcond, kernel_rtol, cg_rtol, *, ma
         kernel_rtol=kernel_rtol,
         krylov_dim=krylov_dim,
         cg_rtol=cg_rtol,
-        cg_max_steps=10 * n_res,
+        cg_max_steps=None,
     )
     if vector is None:
         v = flat_decay_mask(problem, params).astype(flat.dtype) * flat

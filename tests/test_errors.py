@@ -212,7 +212,7 @@ def test_both_loss_and_residuals(kwargs):
 
 
 def test_unknown_loss_name():
-    with raises_one_line(r"unknown loss 'hinge'; choose one of mse, cross_entropy, logistic or pass a function"):
+    with raises_one_line(r"unknown loss 'hinge'; choose one of mse, cross_entropy, logistic, a gflow loss object"):
         gflow.Problem(Lin(jnp.ones(D)), _regression_data(), loss="hinge")
 
 
