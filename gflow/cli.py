@@ -23,6 +23,11 @@ class CliError(Exception):
 
 
 def _cmd_list(args) -> int:
+    """list the experiments (paper, figure, quick runtime)
+
+    List the named experiments with their paper, figure, expected runtime at the quick size, and a
+    one-line description.
+    """
     from .experiments import EXPERIMENTS
     from .papers import FIGURES
 
@@ -41,6 +46,16 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    """run one experiment (a name, module:function or a config .toml) into a run folder
+
+    Run EXPERIMENT (a name from 'gflow list'; module:function, your own factory function(key) ->
+    gflow.Problem or function(key, alpha) -> gflow.Problem, imported from the current directory; or
+    a config .toml with experiment = NAME or "module:function" and [task]/[run] tables, [task] being
+    the factory's keyword arguments) and write a run folder: config.toml (the resolved config: rerun
+    it with 'gflow run FOLDER/config.toml'), trajectory.nc, final.eqx, trajectory.png, summary.md,
+    metadata.json. A [figure] experiment writes figure.nc and figure.png instead of the trajectory
+    files. The progress bar is drawn only when stderr is a terminal.
+    """
     from ._files import staged_folder, target_folder
     from ._runner import build_problem, run_config
     from .experiments import resolve_config
@@ -65,6 +80,11 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_demo(args) -> int:
+    """run the built-in grokking experiment and write a figure and its data
+
+    Integrate a diagonal linear network that groks (test loss plateaus, then falls at t ≈ ln(α)/λ),
+    print a summary, and write a run folder (trajectory.png, trajectory.nc, summary.md, ...).
+    """
     from ._files import staged_folder, target_folder
     from ._runner import run_config
     from .experiments import resolve_config
@@ -81,6 +101,11 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_plot(args) -> int:
+    """redraw the figures of a run or sweep folder from its stored data
+
+    Redraw trajectory.png (run folders) and sweep.png (sweep folders) from the stored data, without
+    running anything.
+    """
     from ._runner import plot_run
 
     path = pathlib.Path(args.run_dir)
@@ -92,6 +117,15 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
+    """run an experiment over a grid of λ, seeds (and init scales) in one compiled call
+
+    Run EXPERIMENT for every (λ, seed[, α]) in slow time τ = λt, storing finished chunks in
+    OUT/store (rerun the same command to resume a killed sweep) and plotting the metric against τ,
+    one line per λ, in OUT/sweep.png. Grids: 'a:b:n' is n log-spaced values from a to b inclusive
+    (1e-4:1e-2:3 = 1e-4, 1e-3, 1e-2); 'x,y' is a list. EXPERIMENT may be module:function, your own
+    factory (key) -> gflow.Problem (or (key, alpha) with --alpha), built with jax (it is traced
+    under vmap).
+    """
     import time
 
     import jax
@@ -197,25 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
-        "list",
-        help="list the experiments (paper, figure, quick runtime)",
-        description="List the named experiments with their paper, figure, expected runtime at the "
-        "quick size, and a one-line description.",
-    )
-    p.set_defaults(func=_cmd_list)
+    _command(sub, _cmd_list)
 
-    p = sub.add_parser(
-        "run",
-        help="run one experiment (a name, module:function or a config .toml) into a run folder",
-        description="Run EXPERIMENT (a name from 'gflow list'; module:function, your own factory "
-        "function(key) -> gflow.Problem or function(key, alpha) -> gflow.Problem, imported from the current "
-        'directory; or a config .toml with experiment = NAME or "module:function" and [task]/[run] tables, '
-        "[task] being the factory's keyword arguments) and write a run folder: config.toml (the resolved config: "
-        "rerun it with 'gflow run FOLDER/config.toml'), trajectory.nc, final.eqx, trajectory.png, summary.md, "
-        "metadata.json. A [figure] experiment writes figure.nc and figure.png instead of the trajectory files. "
-        "The progress bar is drawn only when stderr is a terminal.",
-    )
+    p = _command(sub, _cmd_run)
     p.add_argument(
         "experiment",
         metavar="EXPERIMENT|MODULE:FUNCTION|CONFIG.toml",
@@ -235,17 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: a new gflow-runs/NAME-<timestamp>)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser(
-        "sweep",
-        help="run an experiment over a grid of λ, seeds (and init scales) in one compiled call",
-        description="Run EXPERIMENT for every (λ, seed[, α]) in slow time τ = λt, storing finished chunks "
-        "in OUT/store (rerun the same command to resume a killed sweep) and plotting the metric against τ, "
-        "one line per λ, in OUT/sweep.png. Grids: 'a:b:n' is n log-spaced values from a to b inclusive "
-        "(1e-4:1e-2:3 = 1e-4, 1e-3, 1e-2); 'x,y' is a list. EXPERIMENT may be module:function, your own "
-        "factory (key) -> gflow.Problem (or (key, alpha) with --alpha), built with jax (it is traced under vmap).",
-    )
+    p = _command(sub, _cmd_sweep)
     p.add_argument("experiment", metavar="EXPERIMENT|MODULE:FUNCTION", help=f"one of: {names}; or module:function")
     p.add_argument("--lam", help="weight decays, e.g. 1e-4:1e-2:7 (default: the experiment's range, 3 values)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds 0..N-1 (default 1)")
@@ -257,29 +266,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="the paper's problem size instead of the quick one")
     p.add_argument("--out", required=True, help="output folder (holds store/ and sweep.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser(
-        "plot",
-        help="redraw the figures of a run or sweep folder from its stored data",
-        description="Redraw trajectory.png (run folders) and sweep.png (sweep folders) from the "
-        "stored data, without running anything.",
-    )
+    p = _command(sub, _cmd_plot)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by gflow run, sweep or demo")
-    p.set_defaults(func=_cmd_plot)
 
-    p = sub.add_parser(
-        "demo",
-        help="run the built-in grokking experiment and write a figure and its data",
-        description="Integrate a diagonal linear network that groks (test loss plateaus, then falls at "
-        "t ≈ ln(α)/λ), print a summary, and write a run folder (trajectory.png, trajectory.nc, summary.md, ...).",
-    )
+    p = _command(sub, _cmd_demo)
     p.add_argument("--out", help="output folder (default: a new gflow-runs/demo-<timestamp>)")
     p.add_argument("--solver", choices=SOLVER_NAMES, help="ODE solver (default: auto)")
     p.add_argument("--smoke", action="store_true", help="fewer save points, for a quick check")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_demo)
     return parser
+
+
+def _command(sub, func) -> argparse.ArgumentParser:
+    """The subcommand that `func` (`_cmd_NAME`) runs: NAME, its help the first line of the docstring
+    and its description the rest (argparse joins the lines)."""
+    brief, _, description = func.__doc__.partition("\n\n")
+    p = sub.add_parser(func.__name__.removeprefix("_cmd_"), help=brief.strip(), description=description)
+    p.set_defaults(func=func)
+    return p
 
 
 def main(argv=None) -> int:

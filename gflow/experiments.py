@@ -1,8 +1,8 @@
 """Named experiments: presets that `gflow run`, `gflow sweep`, `gflow list` and `gflow demo` use.
 
-An experiment is data: a task from `gflow.tasks` with its arguments at a quick size (and the
-paper's size under `--full`), the run settings, and sweep defaults. A configuration is the
-nested dict (or TOML file)
+An experiment is data (`experiments.toml` beside this module): a task from `gflow.tasks` with its
+arguments at a quick size (and the paper's size under `--full`), the run settings, and sweep
+defaults. A configuration is the nested dict (or TOML file)
 
     experiment = "diagonal_squares"
     [task]            # keyword arguments of the task function
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.resources
 import inspect
 import json
 import math
@@ -34,10 +35,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import tasks
-from ._problem import ProblemError
+from ._errors import GflowError
 
 
-class ConfigError(ProblemError):
+class ConfigError(GflowError):
     """A configuration (preset, TOML file or --set override) is invalid."""
 
 
@@ -150,67 +151,17 @@ class Experiment:
         return TaskFactory(self.task, tuple(sorted(kwargs.items())), self.alpha_arg)
 
 
-EXPERIMENTS: dict[str, Experiment] = {
-    e.name: e
-    for e in (
-        Experiment(
-            "diagonal_squares",
-            "diagonal net β = u² − v²: kernel fit, plateau, then the sparse (rich) solution (the demo)",
-            "Lyu et al. 2024 (diagonal nets); Woodworth et al. 2020",
-            "gflow demo",
-            "diagonal_regression",
-            {"n": 20, "d": 60, "k": 3, "alpha": 10.0, "parameterisation": "squares"},
-            {"lam": 1e-2, "t1": 3000.0, "saves": 300, "t_min": 1e-5},
-            full={"task.d": 500, "task.n": 100, "task.k": 5, "run.lam": 1e-3, "run.t1": 30000.0},
-            sweep_lam=(1e-3, 1e-2),
-            sweep_alpha=(10.0,),
-            tau1=15.0,
-            alpha_arg="alpha",
-            runtime="10 s",
-        ),
-        Experiment(
-            "diagonal_uv",
-            "diagonal net β = u ⊙ v: fit, then the slow drift to the minimum-ℓ1 interpolator",
-            "Boursier et al. 2025",
-            "E1.3 (App. D.2)",
-            "diagonal_regression",
-            {"n": 20, "d": 60, "k": 3, "alpha": 0.3, "parameterisation": "uv"},
-            {"lam": 1e-3, "t1": 3e4, "saves": 300, "t_min": 1e-3},
-            full={"task.d": 500, "task.n": 100, "run.lam": 1e-4, "run.t1": 3e5},
-            sweep_lam=(1e-3, 1e-2),
-            sweep_alpha=(0.3,),
-            tau1=30.0,
-            alpha_arg="alpha",
-            runtime="15 s",
-        ),
-        Experiment(
-            "linear_regression",
-            "rank-deficient linear regression: null-space part decays as e^{-λt}, limit X⁺y",
-            "Boursier et al. 2025",
-            "App. C (A1)",
-            "linear_regression",
-            {"n": 40, "d": 100},
-            {"lam": 1e-3, "t1": 1e4, "saves": 200, "t_min": 1e-3},
-            full={"run.lam": 1e-4, "run.t1": 1e5},
-            sweep_lam=(1e-4, 1e-2),
-            tau1=10.0,
-            runtime="5 s",
-        ),
-        Experiment(
-            "musat_addition",
-            "single-sample addition 1 + 1 = 2: fast fit to (0, 2), slow drift to (1, 1)",
-            "Musat 2025",
-            "Fig. 1 (E2.1, A9)",
-            "musat_addition",
-            {"n_weights": 2},
-            {"lam": 1e-2, "t1": 2000.0, "saves": 200, "t_min": 1e-2},
-            full={},
-            sweep_lam=(1e-2, 1e-1),
-            tau1=8.0,
-            runtime="3 s",
-        ),
-    )
-}
+def _presets() -> dict[str, Experiment]:
+    # The presets are data: `experiments.toml` beside this module, one table of `Experiment` fields each.
+    text = importlib.resources.files(__package__).joinpath("experiments.toml").read_text(encoding="utf-8")
+    presets = {}
+    for name, fields in tomllib.loads(text).items():
+        sweeps = {key: tuple(fields[key]) for key in ("sweep_lam", "sweep_alpha") if key in fields}
+        presets[name] = Experiment(name, **{**fields, **sweeps})
+    return presets
+
+
+EXPERIMENTS: dict[str, Experiment] = _presets()
 
 
 def get_experiment(name: str) -> Experiment:

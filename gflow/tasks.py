@@ -202,9 +202,20 @@ def _sign_accuracy(model, data):
     return jnp.mean((jnp.sign(out) == data["y"]).astype(out.dtype))
 
 
-def _lyu_diagonal_net(d, alpha, dt):
-    # u = v = α/√(2d)·1: ‖θ0‖ = α exactly (Lyu's "initial parameter norm"), β(0) = 0.
-    return DiagonalNet.init(d, alpha=jnp.asarray(alpha, dt) / math.sqrt(2 * d), parameterisation="squares", dtype=dt)
+def _lyu_diagonal_problem(sample, w_star, k_x, n, k_t, n_test, alpha, dt) -> Problem:
+    """Lyu's diagonal net on ±1 labels: train `sample(k_x, n)`, test `sample(k_t, n_test)` carrying
+    the teacher `w_star`; logistic loss, sign accuracy and cos(β, w⋆)."""
+    d = w_star.shape[0]
+    test = sample(k_t, n_test)
+    test["w_star"] = w_star
+    return Problem(
+        # u = v = α/√(2d)·1: ‖θ0‖ = α exactly (Lyu's "initial parameter norm"), β(0) = 0.
+        DiagonalNet.init(d, alpha=jnp.asarray(alpha, dt) / math.sqrt(2 * d), parameterisation="squares", dtype=dt),
+        sample(k_x, n),
+        loss="logistic",
+        test=test,
+        metrics={"accuracy": _sign_accuracy, "teacher_cosine": _teacher_cosine},
+    )
 
 
 def sparse_classification(
@@ -236,15 +247,7 @@ def sparse_classification(
         x = jax.random.rademacher(kk, (m, d), dt)
         return {"x": x, "y": jnp.sign(x @ w_star)}
 
-    test = sample(k_t, n_test)
-    test["w_star"] = w_star
-    return Problem(
-        _lyu_diagonal_net(d, alpha, dt),
-        sample(k_x, n),
-        loss="logistic",
-        test=test,
-        metrics={"accuracy": _sign_accuracy, "teacher_cosine": _teacher_cosine},
-    )
+    return _lyu_diagonal_problem(sample, w_star, k_x, n, k_t, n_test, alpha, dt)
 
 
 def misgrokking(
@@ -274,15 +277,7 @@ def misgrokking(
         y = jnp.where(y == 0, 1.0, y).astype(dt)  # a measure-zero tie, kept away from label 0
         return {"x": z + 0.5 * gamma * y[:, None] * w_star[None, :], "y": y}
 
-    test = sample(k_t, n_test)
-    test["w_star"] = w_star
-    return Problem(
-        _lyu_diagonal_net(d, alpha, dt),
-        sample(k_x, n),
-        loss="logistic",
-        test=test,
-        metrics={"accuracy": _sign_accuracy, "teacher_cosine": _teacher_cosine},
-    )
+    return _lyu_diagonal_problem(sample, w_star, k_x, n, k_t, n_test, alpha, dt)
 
 
 def _mse(model, data):

@@ -76,6 +76,28 @@ def simulate_row(attrs) -> tuple[str, str]:
     return ("simulate", f"{attrs['result']} ({attrs['solver']}, {attrs['stats_num_steps']} steps)")
 
 
+LOSS = "loss (½·mean squared error)"  # the y label of the train/test loss panel (`loss_lines`)
+
+
+def loss_lines(train, test) -> tuple:
+    """The `curves` of the train loss F (blue) and the test loss (red)."""
+    return ((train, "tab:blue", "train loss F"), (test, "tab:red", "test loss"))
+
+
+def curves(ax, t, lines, ylabel: str, *, log: bool = True, level=None) -> None:
+    """`lines` ((values over t, colour, label), …) at the save times t > 0 (a log t axis has no
+    t = 0), labelled `ylabel`, on a log y axis if `log`; `level` = (value, label) adds a dashed
+    black horizontal line."""
+    keep = t > 0
+    for values, color, label in lines:
+        ax.plot(t[keep], values[keep], color=color, label=label)
+    if level is not None:
+        ax.axhline(level[0], color="k", ls="--", lw=1, label=level[1])
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+
+
 def log_time_panels(axes, lam: float, xlabel: str, *, tau: bool = True) -> None:
     """Log t axes labelled `xlabel`, t = 1/λ marked, grid, legend in the lower left and (if `tau`)
     slow time τ = λt on top."""

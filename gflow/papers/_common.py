@@ -1,4 +1,5 @@
-"""What the figure modules of `gflow.papers` share: float64 checks, the τ axis, the caption line.
+"""What the figure modules of `gflow.papers` share: float64 checks, one-line parameter checks, the τ
+axis, the caption line.
 
 Run folders, NetCDF writes, timing and console summaries belong to the runner
 (`gflow._runner.run_figure`), not here.
@@ -37,3 +38,42 @@ def caption(fig, text: str, *, size: str | None = None) -> None:
     `fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))` under a constrained layout."""
     prefix = f"size: {size}. " if size else ""
     fig.text(0.005, 0.008, prefix + text, fontsize=8, color="0.3")
+
+
+def _shown(params, bound) -> str:
+    """A bound of a message: a number, or "NAME = VALUE" for the name of another field."""
+    if isinstance(bound, str):
+        value = params[bound]
+        return f"{bound} = {value:g}" if isinstance(value, float) else f"{bound} = {value}"
+    return f"{bound}"
+
+
+def require_in(params, field: str, low, high, *, ends: str = "()", what: str = "") -> None:
+    """Refuse `params[field]` outside the interval from `low` to `high` with the one-line
+    `ConfigError` "figure.FIELD must be in (LOW, HIGH), got VALUE".
+
+    `low` and `high` are numbers or the names of other fields (shown as "NAME = VALUE"); `ends` is
+    the pair of brackets, "(" / ")" for an open end and "[" / "]" for a closed one; `what` follows
+    the field's name in the message ("figure.eta (the Euler step) must be …").
+    """
+    value = params[field]
+    lo = params[low] if isinstance(low, str) else low
+    hi = params[high] if isinstance(high, str) else high
+    above = lo <= value if ends[0] == "[" else lo < value
+    below = value <= hi if ends[1] == "]" else value < hi
+    if not (above and below):
+        from ..experiments import ConfigError
+
+        interval = f"{ends[0]}{_shown(params, low)}, {_shown(params, high)}{ends[1]}"
+        raise ConfigError(f"figure.{field}{what} must be in {interval}, got {value}")
+
+
+def require_multiple(params, total: str, part: str) -> None:
+    """Refuse `params[total]` unless it is a positive multiple of `params[part]` (itself ≥ 1), with the
+    one-line `ConfigError` "figure.TOTAL = … must be a positive multiple of figure.PART = …"."""
+    if params[part] < 1 or params[total] < 1 or params[total] % params[part]:
+        from ..experiments import ConfigError
+
+        raise ConfigError(
+            f"figure.{total} = {params[total]} must be a positive multiple of figure.{part} = {params[part]}"
+        )

@@ -15,12 +15,17 @@ loss; τ = λt.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._common import caption
+from ._common import caption, require_float64
+
+if TYPE_CHECKING:
+    from . import FigureExperiment
 
 RTOL, ATOL = 1e-6, 1e-9
 KERNEL_C = 0.5  # plateau window t in [1, T⁻_c], T⁻_c = (1 − c) ln α / λ (Lyu Thm 3.4)
@@ -40,6 +45,84 @@ def check_sweep(params, transition: str) -> None:
         raise ConfigError(f"figure.lam must be a positive weight decay, got {params['lam']}")
     if params["solver"] not in SOLVER_NAMES:
         raise ConfigError(f"figure.solver must be one of {', '.join(SOLVER_NAMES)}, got {params['solver']!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Runs:
+    """The runs of one of the two figures, `figure`: the problems `gflow.tasks.<task>(key,
+    alpha=α, **fields)` with the configuration's `task_fields`, swept over its seeds and α in one
+    `gflow.sweep`, and the reference classifiers per seed.
+
+    The figure's module supplies the rest, by name: `check(params)`, `config(params)` (the
+    configuration), `save_times(cfg)`, `measurements(ds, refs, cfg)` (which include the kernel
+    plateau, `kernel_plateau`), `REFERENCES` (the reference numbers, see `reference_classifiers`)
+    and `KEPT`, its measurements the dataset keeps beside the plateau, each with its definition
+    (an attribute `NAME_definition`) or None; `ROW`, the summary's text per α (see `alpha_row`).
+    """
+
+    figure: FigureExperiment
+    task: str
+    task_fields: tuple[str, ...]
+
+    def make_problem(self, cfg):
+        """`(key, alpha) -> Problem` of the configuration."""
+        from .. import tasks
+
+        task, fields = getattr(tasks, self.task), {name: cfg[name] for name in self.task_fields}
+
+        def make(key, alpha):
+            return task(key, alpha=alpha, **fields)
+
+        return make
+
+    def simulate_grid(self, cfg, *, progress: bool = False):
+        """The gradient flows of every (seed, α): one `gflow.sweep` call. Returns (Dataset, solver name)."""
+        module = self.figure.implementation()
+        return sweep_seeds_alphas(self.make_problem(cfg), cfg, module.save_times(cfg), progress=progress)
+
+    def references(self, cfg) -> dict:
+        """Per seed, the reference classifiers' numbers the module's `REFERENCES` names."""
+        return reference_classifiers(self.make_problem(cfg), cfg, self.figure.implementation().REFERENCES)
+
+    def measure(self, params, *, progress: bool = False, echo=print):
+        """The figure's `measure`: the references per seed, the sweep over (seed, α) and the
+        measurements, as one Dataset (`figure_dataset`): the sweep's curves on (seed, alpha, time),
+        the references per seed, the kernel plateau and the module's `KEPT` measurements per seed or
+        (seed, alpha); attributes: params, solver, tolerances and the definitions of those kept."""
+        module = self.figure.implementation()
+        require_float64(self.figure.name)
+        module.check(params)
+        cfg = module.config(params)
+        task = ", ".join(f"{name} = {cfg[name]:g}" for name in self.task_fields)
+        echo(
+            f"  {self.figure.paper} {self.figure.figure}: {task}, λ = {cfg['lam']:g}, α ∈ {list(cfg['alphas'])}, "
+            f"seeds {list(cfg['seeds'])}, t1 = {cfg['t1']:.4g}"
+        )
+        echo("  1/2 references: kernel predictor (max-ℓ2-margin NTK SVM) and max-ℓ1-margin classifier per seed")
+        refs = self.references(cfg)
+        echo(f"  2/2 sweep: {len(cfg['seeds']) * len(cfg['alphas'])} gradient flows ({cfg['solver']})")
+        ds, solver = self.simulate_grid(cfg, progress=progress)
+        meas = module.measurements(ds, refs, cfg)
+        kept = {**PLATEAU, **module.KEPT}
+        definitions = {f"{name}_definition": text for name, text in kept.items() if text is not None}
+        return figure_dataset(ds, refs, meas, tuple(kept), cfg, params, solver, definitions)
+
+    def results(self, ds):
+        """(cfg, refs, meas) rebuilt from the dataset alone: the configuration of its params, the
+        references read back, and the module's `measurements`."""
+        module = self.figure.implementation()
+        cfg = module.config(json.loads(ds.attrs["params"]))
+        refs = {k: ds[k].values for k in module.REFERENCES}
+        return cfg, refs, module.measurements(ds, refs, cfg)
+
+    def summary(self, ds, *, more=None) -> list[tuple[str, str]]:
+        """The key numbers as (quantity, value) rows: the reference classifiers and the sweep
+        (`reference_rows`), a row per α (the module's `ROW`), then `more(meas)`'s rows if given."""
+        cfg, refs, meas = self.results(ds)
+        spec = self.figure.implementation().ROW
+        rows = reference_rows(ds, refs)
+        rows += [(alpha_label(alpha, cfg["lam"]), alpha_row(meas, i, spec)) for i, alpha in enumerate(cfg["alphas"])]
+        return rows + (more(meas) if more is not None else [])
 
 
 def sweep_config(params) -> dict:
@@ -78,7 +161,7 @@ def sweep_seeds_alphas(make, cfg, saves, *, progress: bool = False):
     return ds.isel(lam=0), solver
 
 
-def references(make, cfg, names) -> dict:
+def reference_classifiers(make, cfg, names) -> dict:
     """Per seed, the reference classifiers' numbers listed in `names` (arrays over cfg's seeds):
     kernel_test_accuracy, kernel_train_accuracy (the kernel predictor's accuracies),
     l1_test_accuracy, l1_support (non-zeros above 1e-8 of the largest) and l1_teacher_cosine
@@ -107,6 +190,25 @@ def references(make, cfg, names) -> dict:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+# The kernel plateau's measurements every figure keeps, with their definitions (see `Runs`).
+PLATEAU = {
+    "plateau": f"median test accuracy over t in [1, (1 - {KERNEL_C}) ln(alpha)/lam]",
+    "plateau_max_deviation": None,
+}
+
+
+def curves(ds, cfg):
+    """(λ, α, t, test accuracy, train accuracy) of the sweep's Dataset `ds`; the accuracies on
+    (seed, alpha, time)."""
+    test, train = ds["test_accuracy"].values, ds["train_accuracy"].values
+    return cfg["lam"], np.asarray(cfg["alphas"]), ds["t"].values, test, train
+
+
+def after_start(ds):
+    """The Dataset `ds` at its save times t > 0 (a log t axis has no t = 0)."""
+    return ds.isel(time=ds["t"].values > 0)
+
+
 def kernel_plateau(t, test, kernel, alphas, lam, cosine=None) -> dict:
     """Per (seed, α), over the window t ∈ [1, T⁻_c]: the median test accuracy ("plateau"), its
     largest distance to the kernel predictor's (`kernel`, per seed; "plateau_max_deviation") and,
@@ -129,16 +231,6 @@ def kernel_plateau(t, test, kernel, alphas, lam, cosine=None) -> dict:
 def min_train_accuracy_after_fit(t, train) -> np.ndarray:
     """The lowest train accuracy from t = 1 on, per (seed, α)."""
     return np.min(np.where(t[None, None, :] >= 1.0, train, 1.0), axis=2)
-
-
-def run(cfg, references, simulate_grid, measurements, *, progress: bool, echo):
-    """Echo and run the two stages, the references per seed (`references(cfg)`), then the sweep
-    (`simulate_grid(cfg)`), and measure. Returns (refs, ds, solver, meas)."""
-    echo("  1/2 references: kernel predictor (max-ℓ2-margin NTK SVM) and max-ℓ1-margin classifier per seed")
-    refs = references(cfg)
-    echo(f"  2/2 sweep: {len(cfg['seeds']) * len(cfg['alphas'])} gradient flows ({cfg['solver']})")
-    ds, solver = simulate_grid(cfg, progress=progress)
-    return refs, ds, solver, measurements(ds, refs, cfg)
 
 
 def netcdf_ready(ds):
@@ -178,14 +270,6 @@ def figure_dataset(ds, refs, meas, names, cfg, params, solver, definitions: dict
     return out
 
 
-def results(ds, config, measurements, names):
-    """(cfg, refs, meas) rebuilt from the dataset alone: `config` of its params, the references
-    `names` read back, and `measurements(ds, refs, cfg)`."""
-    cfg = config(json.loads(ds.attrs["params"]))
-    refs = {k: ds[k].values for k in names}
-    return cfg, refs, measurements(ds, refs, cfg)
-
-
 def rounded(values, digits):
     """`values` rounded to `digits` decimals, as a list (for the summary)."""
     return np.round(np.asarray(values, float), digits).tolist()
@@ -208,6 +292,18 @@ def reference_rows(ds, refs) -> list[tuple[str, str]]:
             f"steps {ds['num_steps'].values.ravel().tolist()}, all ok: {bool(np.all(ds['ok'].values == 1))}",
         ),
     ]
+
+
+def alpha_row(meas, i, spec) -> str:
+    """The summary's text for α number `i`: the entries (text, (measurement, digits), …) of `spec`
+    joined by ", ", each text with the measurements' values at that α in its {} fields (lists over
+    the seeds, rounded to `digits` decimals, or as they are where digits is None)."""
+
+    def values(name, digits):
+        column = meas[name][:, i]
+        return column.tolist() if digits is None else rounded(column, digits)
+
+    return ", ".join(text.format(*(values(*m) for m in measured)) for text, *measured in spec)
 
 
 def draw_reference_levels(ax, refs, **l1_style) -> None:

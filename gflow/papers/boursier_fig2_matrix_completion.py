@@ -55,40 +55,9 @@ import numpy as np
 import xarray as xr
 
 from . import FigureExperiment, _boursier
-from ._common import add_tau_axis, caption, require_float64
+from ._common import add_tau_axis, caption, require_float64, require_in
 
-
-def _sizes() -> dict:
-    quick = {
-        "side": 20,
-        "rank": 3,
-        "fraction": 0.7,
-        "alpha": 1.0,
-        "seed": 0,
-        "loss": "sum",
-        "lam": 1e-3,
-        "t1": 3e4,
-        "saves": 150,
-        "t_min": 1e-3,
-        # gflow's float64 defaults
-        "rtol": 1e-8,
-        "atol": 1e-10,
-        "n_singular": 10,
-    }
-    smoke = {**quick, "side": 10, "fraction": 0.8, "saves": 60, "rtol": 1e-6, "atol": 1e-8}
-    full = {**quick, "t1": 1e5, "saves": 400, "rtol": 1e-10, "atol": 1e-12}
-    return {"smoke": smoke, "quick": quick, "full": full}
-
-
-FIGURE = FigureExperiment(
-    "boursier_fig2_matrix_completion",
-    "matrix completion W = UVᵀ with weight decay: fit, then the drift to the minimum-nuclear-norm solution",
-    "Boursier, Pesme & Dragomir",
-    "Fig. 2 (E1.1, A7)",
-    "boursier_fig2_matrix_completion",
-    _sizes(),
-    runtime="26 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:
@@ -97,12 +66,9 @@ def check(params) -> None:
 
     if params["loss"] not in ("sum", "mean"):
         raise ConfigError(f"figure.loss must be 'sum' or 'mean', got {params['loss']!r}")
-    if not 0 < params["fraction"] <= 1:
-        raise ConfigError(f"figure.fraction must be in (0, 1], got {params['fraction']}")
-    if not 1 <= params["rank"] <= params["side"]:
-        raise ConfigError(f"figure.rank must be in [1, side = {params['side']}], got {params['rank']}")
-    if not 0 < params["t_min"] < params["t1"]:
-        raise ConfigError(f"figure.t_min must be in (0, t1 = {params['t1']:g}), got {params['t_min']}")
+    require_in(params, "fraction", 0, 1, ends="(]")
+    require_in(params, "rank", 1, "side", ends="[]")
+    require_in(params, "t_min", 0, "t1")
 
 
 def build_problem(params):
@@ -258,15 +224,11 @@ def plot(ds: xr.Dataset):
     two_nuclear = float(a["two_nuclear_star"])
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
     ax_loss, ax_norm, ax_sv = axes
-    keep = t > 0
-    ax_loss.plot(t[keep], ds["train_mse"].values[keep], color="tab:blue", label="train MSE")
-    ax_loss.plot(t[keep], ds["test_mse"].values[keep], color="tab:red", label="test MSE")
-    ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("mean squared error")
-    ax_norm.plot(t[keep], ds["norm_sq"].values[keep], color="tab:green", label="‖U‖²_F + ‖V‖²_F")
-    ax_norm.axhline(two_nuclear, color="k", ls="--", lw=1, label=f"2‖M⋆‖_* = {two_nuclear:.2f}")
-    ax_norm.set_yscale("log")
-    ax_norm.set_ylabel("‖U‖²_F + ‖V‖²_F (Frobenius)")
+    mse = ((ds["train_mse"].values, "tab:blue", "train MSE"), (ds["test_mse"].values, "tab:red", "test MSE"))
+    _boursier.curves(ax_loss, t, mse, "mean squared error")
+    norm = (ds["norm_sq"].values, "tab:green", "‖U‖²_F + ‖V‖²_F")
+    level = (two_nuclear, f"2‖M⋆‖_* = {two_nuclear:.2f}")
+    _boursier.curves(ax_norm, t, [norm], "‖U‖²_F + ‖V‖²_F (Frobenius)", level=level)
     plot_singular_values(t, svs, reference=ds["sigma_star"].values[:rank], lam=lam, ax=ax_sv)
     ax_sv.set_ylabel(f"top {n_sv} singular values of UVᵀ")
     ax_sv.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: curves fill the panel

@@ -57,38 +57,9 @@ import numpy as np
 import xarray as xr
 
 from . import FigureExperiment, _boursier
-from ._common import caption, require_float64
+from ._common import caption, require_float64, require_in
 
-
-def _sizes() -> dict:
-    quick = {
-        "width": 100,
-        "n_train": 10,
-        "alpha": 2.0,  # init variance 4
-        "seed": 0,
-        "lam": 1e-3,
-        "t1": 1e5,
-        # GD at η = c/sharpness, re-chosen at t = t_first, 10·t_first, …
-        "c": 0.5,
-        "t_first": 1e-2,
-        "saves": 18,  # per segment
-        "kink_threshold": 1e-3,
-        "kink_merge": 2e-2,  # kinks closer than this count once ("distinct kinks")
-    }
-    smoke = {**quick, "t1": 1e4, "c": 1.0, "saves": 6}
-    full = {**quick, "t1": 1e6, "c": 0.2, "saves": 36}
-    return {"smoke": smoke, "quick": quick, "full": full}
-
-
-FIGURE = FigureExperiment(
-    "boursier_fig3_relu_regression",
-    "two-layer ReLU network on 1-D regression: interpolation, then the norm decays and the kinks disappear",
-    "Boursier, Pesme & Dragomir",
-    "Fig. 3 (E1.2, A8)",
-    "boursier_fig3_relu_regression",
-    _sizes(),
-    runtime="28 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:
@@ -97,8 +68,7 @@ def check(params) -> None:
 
     if not 0 < params["c"] < 2:
         raise ConfigError(f"figure.c must be in (0, 2) (GD is unstable at η ≥ 2/sharpness), got {params['c']}")
-    if not 0 < params["t_first"] < params["t1"]:
-        raise ConfigError(f"figure.t_first must be in (0, t1 = {params['t1']:g}), got {params['t_first']}")
+    require_in(params, "t_first", 0, "t1")
     if params["saves"] < 1:
         raise ConfigError(f"figure.saves must be ≥ 1, got {params['saves']}")
 
@@ -301,14 +271,8 @@ def plot(ds: xr.Dataset):
     fig = plt.figure(figsize=(15, 8.5), layout="constrained")
     grid = fig.add_gridspec(2, 3)
     ax_loss, ax_norm, ax_kinks = (fig.add_subplot(grid[0, i]) for i in range(3))
-    keep = t > 0
-    ax_loss.plot(t[keep], train[keep], color="tab:blue", label="train loss F")
-    ax_loss.plot(t[keep], test[keep], color="tab:red", label="test loss")
-    ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("loss (½·mean squared error)")
-    ax_norm.plot(t[keep], norm[keep], color="tab:green", label="‖θ‖ = ‖(u, v, b)‖")
-    ax_norm.set_yscale("log")
-    ax_norm.set_ylabel("‖θ‖")
+    _boursier.curves(ax_loss, t, _boursier.loss_lines(train, test), _boursier.LOSS)
+    _boursier.curves(ax_norm, t, [(norm, "tab:green", "‖θ‖ = ‖(u, v, b)‖")], "‖θ‖")
     pos = snap_t > 0
     ax_kinks.plot(snap_t[pos], n_kinks[pos], "o-", color="tab:purple", label="kinks")
     ax_kinks.plot(

@@ -46,50 +46,19 @@ import numpy as np
 import xarray as xr
 
 from . import FigureExperiment, _boursier
-from ._common import caption, require_float64
+from ._common import caption, require_float64, require_in
 
-
-def _sizes() -> dict:
-    quick = {
-        "n": 20,
-        "d": 60,
-        "k": 3,
-        "init_variance": 0.1,
-        "seed": 0,
-        "lam": 1e-4,
-        "t1": 3e5,
-        "saves": 150,
-        "t_min": 1e-2,
-        # gflow's float64 defaults
-        "rtol": 1e-8,
-        "atol": 1e-10,
-    }
-    smoke = {**quick, "saves": 40, "rtol": 1e-6, "atol": 1e-9}
-    full = {**quick, "n": 100, "d": 500, "k": 5, "t1": 1e6, "saves": 300, "rtol": 1e-10, "atol": 1e-12}
-    return {"smoke": smoke, "quick": quick, "full": full}
-
-
-FIGURE = FigureExperiment(
-    "boursier_fig4_diagonal_sparse",
-    "diagonal network β = u⊙v on sparse regression: interpolation, then the drift to the minimum-ℓ1 interpolator",
-    "Boursier, Pesme & Dragomir",
-    "App. D.2, Fig. 4 (E1.3)",
-    "boursier_fig4_diagonal_sparse",
-    _sizes(),
-    runtime="12 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:
     """Refuse parameter combinations the run cannot use (a `ConfigError` naming the field)."""
     from ..experiments import ConfigError
 
-    if not 1 <= params["k"] <= params["d"]:
-        raise ConfigError(f"figure.k must be in [1, d = {params['d']}], got {params['k']}")
+    require_in(params, "k", 1, "d", ends="[]")
     if params["init_variance"] <= 0:
         raise ConfigError(f"figure.init_variance must be > 0, got {params['init_variance']}")
-    if not 0 < params["t_min"] < params["t1"]:
-        raise ConfigError(f"figure.t_min must be in (0, t1 = {params['t1']:g}), got {params['t_min']}")
+    require_in(params, "t_min", 0, "t1")
 
 
 def build_problem(params):
@@ -202,17 +171,13 @@ def plot(ds: xr.Dataset):
     two_l1 = float(a["two_l1_norm_min"])
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), layout="constrained")
     (ax_loss, ax_norm), (ax_dist, ax_beta) = axes
+    _boursier.curves(ax_loss, t, _boursier.loss_lines(ds["train_loss"].values, ds["test_loss"].values), _boursier.LOSS)
+    norm = (ds["norm_sq"].values, "tab:green", "‖u‖² + ‖v‖²")
+    level = (two_l1, f"2‖β_ℓ1‖₁ = {two_l1:.3f}")
+    _boursier.curves(ax_norm, t, [norm], "‖u‖² + ‖v‖²", log=False, level=level)
+    distance = (ds["distance_l1"].values, "tab:purple", "‖β(t) − β_ℓ1‖")
+    _boursier.curves(ax_dist, t, [distance], "distance to the min-ℓ1 interpolator")
     keep = t > 0
-    ax_loss.plot(t[keep], ds["train_loss"].values[keep], color="tab:blue", label="train loss F")
-    ax_loss.plot(t[keep], ds["test_loss"].values[keep], color="tab:red", label="test loss")
-    ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("loss (½·mean squared error)")
-    ax_norm.plot(t[keep], ds["norm_sq"].values[keep], color="tab:green", label="‖u‖² + ‖v‖²")
-    ax_norm.axhline(two_l1, color="k", ls="--", lw=1, label=f"2‖β_ℓ1‖₁ = {two_l1:.3f}")
-    ax_norm.set_ylabel("‖u‖² + ‖v‖²")
-    ax_dist.plot(t[keep], ds["distance_l1"].values[keep], color="tab:purple", label="‖β(t) − β_ℓ1‖")
-    ax_dist.set_yscale("log")
-    ax_dist.set_ylabel("distance to the min-ℓ1 interpolator")
     support = np.abs(beta_star) > 0
     for i in np.nonzero(~support)[0]:
         ax_beta.plot(t[keep], beta[keep, i], color="0.6", lw=0.6)

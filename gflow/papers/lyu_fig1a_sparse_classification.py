@@ -68,51 +68,9 @@ import numpy as np
 import xarray as xr
 
 from . import FigureExperiment, _lyu_diagonal as diag
-from ._common import add_tau_axis, require_float64
-from ._lyu_diagonal import KERNEL_C
+from ._common import add_tau_axis, require_in
 
-SIZES = {
-    "smoke": {
-        "d": 200,
-        "n": 40,
-        "k": 3,
-        "n_test": 500,
-        "lam": 0.05,
-        "alphas": [16.0, 64.0],
-        "seeds": [0],
-        "solver": "tsit5",
-    },
-    "quick": {
-        "d": 2000,
-        "n": 100,
-        "k": 3,
-        "n_test": 2000,
-        "lam": 0.01,
-        "alphas": [16.0, 64.0, 256.0],
-        "seeds": [0, 1, 2],
-        "solver": "tsit5",
-    },
-    "full": {
-        "d": 100_000,
-        "n": 256,
-        "k": 3,
-        "n_test": 10_000,
-        "lam": 1e-3,
-        "alphas": [128.0],
-        "seeds": [0],
-        "solver": "tsit5",
-    },
-}
-
-FIGURE = FigureExperiment(
-    "lyu_fig1a_sparse_classification",
-    "diagonal net on sparse ±1 classification: kernel plateau, then the jump to 100% test accuracy at t ≈ (1/λ) ln α",
-    "Lyu et al. 2024",
-    "Fig. 1a (E3.3, A4)",
-    "lyu_fig1a_sparse_classification",
-    SIZES,
-    runtime="28 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 GENERALISED = 0.9  # t90: the first time from which test accuracy stays >= 0.9 (papers.md A4)
 REFERENCES = ("kernel_test_accuracy", "kernel_train_accuracy", "l1_test_accuracy", "l1_support")
@@ -120,11 +78,8 @@ REFERENCES = ("kernel_test_accuracy", "kernel_train_accuracy", "l1_test_accuracy
 
 def check(params) -> None:
     """Refuse parameter combinations the runs cannot use (a `ConfigError` naming the field)."""
-    from ..experiments import ConfigError
-
     diag.check_sweep(params, "transition")
-    if not 0 < params["k"] <= params["d"]:
-        raise ConfigError(f"figure.k must be in [1, d = {params['d']}], got {params['k']}")
+    require_in(params, "k", 1, "d", ends="[]")
 
 
 def config(params) -> dict:
@@ -146,34 +101,11 @@ def save_times(cfg) -> np.ndarray:
     return np.unique(np.concatenate([[0.0], np.geomspace(1e-4, cfg["t1"], 120), linear, [cfg["t1"]]]))
 
 
-def make_problem(cfg):
-    from .. import tasks
-
-    def make(key, alpha):
-        return tasks.sparse_classification(key, n=cfg["n"], d=cfg["d"], k=cfg["k"], alpha=alpha, n_test=cfg["n_test"])
-
-    return make
-
-
-def simulate_grid(cfg, *, progress: bool = False):
-    """The gradient flows of every (seed, α): one `gflow.sweep` call. Returns (Dataset, solver name)."""
-    return diag.sweep_seeds_alphas(make_problem(cfg), cfg, save_times(cfg), progress=progress)
-
-
-def references(cfg) -> dict:
-    """Per seed: the kernel (max-ℓ2-margin NTK) and rich (max-ℓ1-margin) classifiers' accuracies."""
-    return diag.references(make_problem(cfg), cfg, REFERENCES)
-
-
 def measurements(ds, refs, cfg) -> dict:
     """t90 per (seed, α), its shift per ×4 in α, the kernel plateau and the final accuracies."""
     from .. import analysis
 
-    lam = cfg["lam"]
-    t = ds["t"].values
-    test = ds["test_accuracy"].values  # (seed, alpha, time)
-    train = ds["train_accuracy"].values
-    alphas = np.asarray(cfg["alphas"])
+    lam, alphas, t, test, train = diag.curves(ds, cfg)
     n_s, n_a = test.shape[:2]
     t90 = np.array(
         [[analysis.crossing_time(t, test[s, a], GENERALISED, below=False) for a in range(n_a)] for s in range(n_s)]
@@ -197,63 +129,33 @@ def measurements(ds, refs, cfg) -> dict:
     }
 
 
-def measure(params, *, progress: bool = False, echo=print) -> xr.Dataset:
-    """The references per seed, the sweep over (seed, α) and the measurements, as one Dataset:
-    the sweep's curves on (seed, alpha, time) with the references per seed, t90 and the plateau
-    per (seed, alpha); attributes: params, solver, tolerances, definitions."""
-    require_float64(FIGURE.name)
-    check(params)
-    cfg = config(params)
-    echo(
-        f"  Lyu Fig. 1a: d = {cfg['d']}, n = {cfg['n']}, λ = {cfg['lam']:g}, α ∈ {list(cfg['alphas'])}, "
-        f"seeds {list(cfg['seeds'])}, t1 = {cfg['t1']:.4g}"
-    )
-    refs, ds, solver, meas = diag.run(cfg, references, simulate_grid, measurements, progress=progress, echo=echo)
-    return diag.figure_dataset(
-        ds,
-        refs,
-        meas,
-        ("t90", "plateau", "plateau_max_deviation"),
-        cfg,
-        params,
-        solver,
-        {
-            "t90_definition": f"first save time from which test accuracy stays >= {GENERALISED}",
-            "plateau_definition": f"median test accuracy over t in [1, (1 - {KERNEL_C}) ln(alpha)/lam]",
-        },
-    )
+# The runs (the sparse classification task swept over (seed, α), the reference classifiers) and
+# `measure`: see `_lyu_diagonal.Runs`. The figure's dataset keeps t90 beside the kernel plateau.
+RUNS = diag.Runs(FIGURE, "sparse_classification", ("n", "d", "k", "n_test"))
+simulate_grid, references, measure = RUNS.simulate_grid, RUNS.references, RUNS.measure
+KEPT = {"t90": f"first save time from which test accuracy stays >= {GENERALISED}"}
 
 
-def _results(ds):
-    """(cfg, refs, meas) rebuilt from the dataset alone."""
-    return diag.results(ds, config, measurements, REFERENCES)
+# The summary's row per α (`_lyu_diagonal.alpha_row`): one entry per seed, rounded to these digits.
+ROW = (
+    ("t90 = {}", ("t90", 1)),
+    ("λ·t90 − ln α = {}", ("lam_t90_minus_ln_alpha", 3)),
+    ("plateau = {}", ("plateau", 4)),
+    ("final test = {}", ("final_test_accuracy", None)),
+)
 
 
 def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
     """The key numbers as (quantity, value) rows: the reference classifiers, the solver, per α the
-    t90, λ·t90 − ln α, the plateau and the final test accuracy (one entry per seed), the shift."""
-    cfg, refs, meas = _results(ds)
-    lam = cfg["lam"]
-    rnd = diag.rounded
-    rows = diag.reference_rows(ds, refs)
-    for i, alpha in enumerate(cfg["alphas"]):
-        rows.append(
-            (
-                diag.alpha_label(alpha, lam),
-                f"t90 = {rnd(meas['t90'][:, i], 1)}, "
-                f"λ·t90 − ln α = {rnd(meas['lam_t90_minus_ln_alpha'][:, i], 3)}, "
-                f"plateau = {rnd(meas['plateau'][:, i], 4)}, "
-                f"final test = {meas['final_test_accuracy'][:, i].tolist()}",
-            )
-        )
-    if meas["shift"].size:
-        rows.append(
-            (
-                "t90 shift per step in α (in units of ln(step)/λ; prediction 1)",
-                f"{rnd(meas['shift'], 1)} = {rnd(meas['shift_ratio'], 4)}",
-            )
-        )
-    return rows
+    t90, λ·t90 − ln α, the plateau and the final test accuracy (`ROW`), then the t90 shift."""
+    return RUNS.summary(ds, more=_shift_rows)
+
+
+def _shift_rows(meas) -> list[tuple[str, str]]:
+    if not meas["shift"].size:
+        return []
+    shift = f"{diag.rounded(meas['shift'], 1)} = {diag.rounded(meas['shift_ratio'], 4)}"
+    return [("t90 shift per step in α (in units of ln(step)/λ; prediction 1)", shift)]
 
 
 def plot(ds: xr.Dataset):
@@ -262,12 +164,9 @@ def plot(ds: xr.Dataset):
     α e^{−λt}; λ·t90 against ln α."""
     import matplotlib.pyplot as plt
 
-    cfg, refs, meas = _results(ds)
-    lam = cfg["lam"]
-    alphas = np.asarray(cfg["alphas"])
-    t = ds["t"].values
-    keep = t > 0
-    tk = t[keep]
+    cfg, refs, meas = RUNS.results(ds)
+    later = diag.after_start(ds)
+    lam, alphas, tk, test, train = diag.curves(later, cfg)
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, alphas.size))
     fig = plt.figure(figsize=(13, 7.8), layout="constrained")
     grid = fig.add_gridspec(2, 2, width_ratios=(2.6, 1), height_ratios=(1.6, 1))
@@ -276,16 +175,15 @@ def plot(ds: xr.Dataset):
     ax_law = fig.add_subplot(grid[:, 1])
 
     def band(ax, values, color, **kw):
-        vals = values[:, keep]
-        line = ax.plot(tk, np.median(vals, axis=0), color=color, **kw)
-        if vals.shape[0] > 1:
-            ax.fill_between(tk, vals.min(axis=0), vals.max(axis=0), color=color, alpha=0.18, lw=0)
+        line = ax.plot(tk, np.median(values, axis=0), color=color, **kw)
+        if values.shape[0] > 1:
+            ax.fill_between(tk, values.min(axis=0), values.max(axis=0), color=color, alpha=0.18, lw=0)
         return line
 
     for i, (alpha, color) in enumerate(zip(alphas, colors, strict=True)):
-        band(ax_acc, ds["test_accuracy"].values[:, i], color, lw=2, label=f"test, α = {alpha:g}")
-        band(ax_acc, ds["train_accuracy"].values[:, i], color, lw=1, ls="--", label=f"train, α = {alpha:g}")
-        band(ax_norm, ds["norm"].values[:, i], color, lw=2, label=f"‖θ(t)‖, α = {alpha:g}")
+        band(ax_acc, test[:, i], color, lw=2, label=f"test, α = {alpha:g}")
+        band(ax_acc, train[:, i], color, lw=1, ls="--", label=f"train, α = {alpha:g}")
+        band(ax_norm, later["norm"].values[:, i], color, lw=2, label=f"‖θ(t)‖, α = {alpha:g}")
         ax_norm.plot(tk, alpha * np.exp(-lam * tk), color=color, lw=1, ls=":")
         for ax in (ax_acc, ax_norm):
             ax.axvline(math.log(alpha) / lam, color=color, lw=1.2, ls=":")

@@ -59,51 +59,9 @@ import numpy as np
 import xarray as xr
 
 from . import FigureExperiment, _lyu_diagonal as diag
-from ._common import add_tau_axis, require_float64
-from ._lyu_diagonal import KERNEL_C
+from ._common import add_tau_axis
 
-SIZES = {
-    "smoke": {
-        "d": 500,
-        "n": 8,
-        "gamma": 6.0,
-        "n_test": 500,
-        "lam": 0.05,
-        "alphas": [32.0],
-        "seeds": [0],
-        "solver": "tsit5",
-    },
-    "quick": {
-        "d": 2000,
-        "n": 16,
-        "gamma": 10.0,
-        "n_test": 2000,
-        "lam": 0.01,
-        "alphas": [128.0],
-        "seeds": [0, 1, 2],
-        "solver": "tsit5",
-    },
-    "full": {
-        "d": 100_000,
-        "n": 32,
-        "gamma": 25.0,
-        "n_test": 10_000,
-        "lam": 1e-3,
-        "alphas": [128.0],
-        "seeds": [0],
-        "solver": "tsit5",
-    },
-}
-
-FIGURE = FigureExperiment(
-    "lyu_fig1b_misgrokking",
-    "misgrokking: a diagonal net's test accuracy falls from the kernel level ≈ 1 toward chance at t ≈ (1/λ) ln α",
-    "Lyu et al. 2024",
-    "Fig. 1b (E3.4, A5)",
-    "lyu_fig1b_misgrokking",
-    SIZES,
-    runtime="17 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 SETTLE = 10.0  # t1 = (ln α_max + SETTLE)/λ
 REFERENCES = ("kernel_test_accuracy", "l1_test_accuracy", "l1_support", "l1_teacher_cosine")
@@ -128,36 +86,12 @@ def save_times(cfg) -> np.ndarray:
     return np.unique(np.concatenate([[0.0], np.geomspace(1e-4, cfg["t1"], 160), linear, [cfg["t1"]]]))
 
 
-def make_problem(cfg):
-    from .. import tasks
-
-    def make(key, alpha):
-        return tasks.misgrokking(key, n=cfg["n"], d=cfg["d"], gamma=cfg["gamma"], alpha=alpha, n_test=cfg["n_test"])
-
-    return make
-
-
-def simulate_grid(cfg, *, progress: bool = False):
-    """The gradient flows of every (seed, α): one `gflow.sweep` call. Returns (Dataset, solver name)."""
-    return diag.sweep_seeds_alphas(make_problem(cfg), cfg, save_times(cfg), progress=progress)
-
-
-def references(cfg) -> dict:
-    """Per seed: the kernel (max-ℓ2-margin NTK) and rich (max-ℓ1-margin) classifiers' accuracies,
-    and the latter's cosine with the teacher direction w⋆."""
-    return diag.references(make_problem(cfg), cfg, REFERENCES)
-
-
 def measurements(ds, refs, cfg) -> dict:
     """Kernel plateau, drop time, final accuracies, per (seed, α)."""
     from .. import analysis
 
-    lam = cfg["lam"]
-    t = ds["t"].values
-    test = ds["test_accuracy"].values  # (seed, alpha, time)
-    train = ds["train_accuracy"].values
+    lam, alphas, t, test, train = diag.curves(ds, cfg)
     cosine = ds["test_teacher_cosine"].values
-    alphas = np.asarray(cfg["alphas"])
     n_s, n_a = test.shape[:2]
     kernel = refs["kernel_test_accuracy"]
     midpoint = 0.5 * (kernel + refs["l1_test_accuracy"])
@@ -176,59 +110,28 @@ def measurements(ds, refs, cfg) -> dict:
     }
 
 
-def measure(params, *, progress: bool = False, echo=print) -> xr.Dataset:
-    """The references per seed, the sweep over (seed, α) and the measurements, as one Dataset:
-    the sweep's curves on (seed, alpha, time) with the references per seed, the plateau and the
-    drop time per (seed, alpha); attributes: params, solver, tolerances, definitions."""
-    require_float64(FIGURE.name)
-    check(params)
-    cfg = config(params)
-    echo(
-        f"  Lyu Fig. 1b: d = {cfg['d']}, n = {cfg['n']}, γ = {cfg['gamma']:g}, λ = {cfg['lam']:g}, "
-        f"α ∈ {list(cfg['alphas'])}, seeds {list(cfg['seeds'])}, t1 = {cfg['t1']:.4g}"
-    )
-    refs, ds, solver, meas = diag.run(cfg, references, simulate_grid, measurements, progress=progress, echo=echo)
-    return diag.figure_dataset(
-        ds,
-        refs,
-        meas,
-        ("plateau", "plateau_max_deviation", "t_drop", "drop_threshold"),
-        cfg,
-        params,
-        solver,
-        {
-            "t_drop_definition": "first save time from which test accuracy stays below (kernel + l1 accuracy)/2",
-            "plateau_definition": f"median test accuracy over t in [1, (1 - {KERNEL_C}) ln(alpha)/lam]",
-        },
-    )
+# The runs (the misgrokking task swept over (seed, α), the reference classifiers, the latter's
+# cosine with w⋆) and `measure`: see `_lyu_diagonal.Runs`. The dataset keeps the drop time and its
+# threshold beside the kernel plateau.
+RUNS = diag.Runs(FIGURE, "misgrokking", ("n", "d", "gamma", "n_test"))
+simulate_grid, references, measure = RUNS.simulate_grid, RUNS.references, RUNS.measure
+KEPT = {
+    "t_drop": "first save time from which test accuracy stays below (kernel + l1 accuracy)/2",
+    "drop_threshold": None,
+}
 
 
-def _results(ds):
-    """(cfg, refs, meas) rebuilt from the dataset alone."""
-    return diag.results(ds, config, measurements, REFERENCES)
-
-
-def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
-    """The key numbers as (quantity, value) rows: the reference classifiers, the solver, and per α
-    the plateau, the drop time, the final test accuracy and cos(β, w⋆) (one entry per seed)."""
-    cfg, refs, meas = _results(ds)
-    lam = cfg["lam"]
-    rnd = diag.rounded
-    rows = diag.reference_rows(ds, refs)
-    for i, alpha in enumerate(cfg["alphas"]):
-        rows.append(
-            (
-                diag.alpha_label(alpha, lam),
-                f"plateau = {rnd(meas['plateau'][:, i], 4)}, "
-                f"drop at t = {rnd(meas['t_drop'][:, i], 1)} "
-                f"(λt − ln α = {rnd(meas['lam_t_drop_minus_ln_alpha'][:, i], 2)}), "
-                f"final test = {rnd(meas['final_test_accuracy'][:, i], 4)}, "
-                f"min train after t = 1: {meas['min_train_accuracy_after_fit'][:, i].tolist()}, "
-                f"cos(β, w⋆): {rnd(meas['plateau_teacher_cosine'][:, i], 3)} → "
-                f"{rnd(meas['final_teacher_cosine'][:, i], 3)}",
-            )
-        )
-    return rows
+# The summary (`_lyu_diagonal.Runs.summary`): the reference classifiers, the solver, and per α
+# (`_lyu_diagonal.alpha_row`) the plateau, the drop time, the final test accuracy, the lowest train
+# accuracy after t = 1 and cos(β, w⋆), one entry per seed, rounded to these digits.
+ROW = (
+    ("plateau = {}", ("plateau", 4)),
+    ("drop at t = {} (λt − ln α = {})", ("t_drop", 1), ("lam_t_drop_minus_ln_alpha", 2)),
+    ("final test = {}", ("final_test_accuracy", 4)),
+    ("min train after t = 1: {}", ("min_train_accuracy_after_fit", None)),
+    ("cos(β, w⋆): {} → {}", ("plateau_teacher_cosine", 3), ("final_teacher_cosine", 3)),
+)
+summary = RUNS.summary
 
 
 def plot(ds: xr.Dataset):
@@ -236,12 +139,9 @@ def plot(ds: xr.Dataset):
     transition and the measured drops (log t, τ on top); cos(β, w⋆); the norm against α e^{−λt}."""
     import matplotlib.pyplot as plt
 
-    cfg, refs, meas = _results(ds)
-    lam = cfg["lam"]
-    alphas = np.asarray(cfg["alphas"])
-    t = ds["t"].values
-    keep = t > 0
-    tk = t[keep]
+    cfg, refs, meas = RUNS.results(ds)
+    later = diag.after_start(ds)
+    lam, alphas, tk, test, train = diag.curves(later, cfg)
     colors = ["tab:red"] if alphas.size == 1 else plt.cm.viridis(np.linspace(0.0, 0.85, alphas.size))
     fig = plt.figure(figsize=(11, 9), layout="constrained")
     ax_acc, ax_cos, ax_norm = fig.subplots(3, 1, sharex=True, height_ratios=(1.7, 0.9, 0.9))
@@ -252,7 +152,7 @@ def plot(ds: xr.Dataset):
             first = s == 0
             ax_acc.plot(
                 tk,
-                ds["test_accuracy"].values[s, i, keep],
+                test[s, i],
                 color=color,
                 lw=1.8,
                 alpha=0.85,
@@ -260,7 +160,7 @@ def plot(ds: xr.Dataset):
             )
             ax_acc.plot(
                 tk,
-                ds["train_accuracy"].values[s, i, keep],
+                train[s, i],
                 color="tab:blue" if alphas.size == 1 else color,
                 lw=1.2,
                 ls="--",
@@ -268,13 +168,13 @@ def plot(ds: xr.Dataset):
             )
             ax_cos.plot(
                 tk,
-                ds["test_teacher_cosine"].values[s, i, keep],
+                later["test_teacher_cosine"].values[s, i],
                 color=color,
                 lw=1.5,
                 label=f"cos(β, w⋆){suffix}" if first else None,
             )
             ax_norm.plot(
-                tk, ds["norm"].values[s, i, keep], color=color, lw=1.8, label=f"‖θ(t)‖{suffix}" if first else None
+                tk, later["norm"].values[s, i], color=color, lw=1.8, label=f"‖θ(t)‖{suffix}" if first else None
             )
         ax_norm.plot(
             tk,

@@ -77,7 +77,7 @@ import numpy as np
 import xarray as xr
 
 from . import FigureExperiment
-from ._common import add_tau_axis, caption, require_float64
+from ._common import add_tau_axis, caption, require_float64, require_in
 
 GROK_ACCURACY = 0.9  # "generalised": test accuracy at or above this, for good
 HALF_ACCURACY = 0.5  # the middle of the jump (robust to the 1/53 granularity of the quick test set)
@@ -85,64 +85,7 @@ FIT_ACCURACY = 0.99
 PANEL_VARS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "norm")
 MEMBER_VARS = ("t_fit", "t_half", "t_grok", "tau_grok", "result")
 
-SIZES = {
-    "smoke": {
-        "p": 11,
-        "width": 32,
-        "fraction": 0.9,
-        "schedule_c_t": [4.0, 40.0, 400.0],
-        "schedule_c_lr": [0.2, 0.2, 0.2],
-        "schedule_b_t": [4.0, 40.0, 400.0],
-        "schedule_b_lr": [0.02, 0.2, 0.2],
-        "saves": 20,
-        "lam_a": 1e-2,
-        "alphas_b": [1.0, 3.0],
-        "lams_c": [1e-2, 3e-2],
-        "key": 0,
-    },
-    # η·sharpness < 2 along the α = 100 run: sharpness 799 at t = 0, 169 at t = 20, 34 at t = 200,
-    # 19 at t = 1000, 4.9 at t = 2000 (measured).
-    "quick": {
-        "p": 23,
-        "width": 128,
-        "fraction": 0.9,
-        "schedule_c_t": [99.0, 990.0, 9900.0],
-        "schedule_c_lr": [0.15, 0.15, 0.15],
-        "schedule_b_t": [20.0, 200.0, 2000.0, 9900.0],
-        "schedule_b_lr": [0.001, 0.01, 0.05, 0.15],
-        "saves": 60,
-        "lam_a": 1e-3,
-        "alphas_b": [1.0, 10.0, 100.0],
-        "lams_c": [1e-3, 3e-3, 1e-2, 3e-2],
-        "key": 0,
-    },
-    # the paper: η = 0.002 throughout, 2.5·10⁷ steps (a, c) and 3.5·10⁷ steps (b)
-    "full": {
-        "p": 97,
-        "width": 1024,
-        "fraction": 0.4,
-        "schedule_c_t": [500.0, 5000.0, 50_000.0],
-        "schedule_c_lr": [0.002, 0.002, 0.002],
-        "schedule_b_t": [700.0, 7000.0, 70_000.0],
-        "schedule_b_lr": [0.002, 0.002, 0.002],
-        "saves": 100,
-        "lam_a": 1e-4,
-        "alphas_b": [1.0, 10.0, 100.0],
-        "lams_c": [1e-4, 3e-4, 1e-3, 3e-3],
-        "key": 0,
-    },
-}
-
-FIGURE = FigureExperiment(
-    "lyu_fig2_modular_addition",
-    "ReLU MLP on modular addition, full-batch GD: late jump of test accuracy, delayed by the init scale α, "
-    "advanced by λ",
-    "Lyu et al. 2024",
-    "Fig. 2a–c (E3.1)",
-    "lyu_fig2_modular_addition",
-    SIZES,
-    runtime="≈ 9 min",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def schedule(params, panel: str) -> tuple:
@@ -171,8 +114,7 @@ def check(params) -> None:
         raise ConfigError("figure.lam_a and figure.lams_c must be weight decays ≥ 0")
     if min(params["alphas_b"]) <= 0:
         raise ConfigError(f"figure.alphas_b must be positive init scales, got {params['alphas_b']}")
-    if not 0 < params["fraction"] < 1:
-        raise ConfigError(f"figure.fraction must be in (0, 1), got {params['fraction']}")
+    require_in(params, "fraction", 0, 1)
 
 
 def build_problem(params):

@@ -73,57 +73,16 @@ import numpy as np
 import xarray as xr
 
 from . import FigureExperiment
-from ._common import add_tau_axis, caption, require_float64
+from ._common import add_tau_axis, caption, require_float64, require_in
 
-SEED = 35235125  # Lyu's data seed (train_mc.py), used as a JAX key
-ALPHA = 10.0
 ETA = 0.1  # the paper's GD step: step = t/η
 # papers.md E3.5 [REPRO] test MSE at these slow times (d = 97, λ = 1e-3, GD η = 0.1).
 PAPERS_MD_TEST_MSE = {2.7: 0.089, 3.5: 0.060, 4.5: 0.029, 7.6: 0.0086, 9.9: 0.0070}
 DROP_MARK_TAU = 2.0  # papers.md: the test MSE is flat until λt ≈ 2
 
-SIZES = {
-    "smoke": {
-        "d": 16,
-        "fraction": 0.2,
-        "lam": 1e-2,
-        "tau1": 8.0,
-        "saves": 40,
-        "solver": "tsit5",
-        "seed": SEED,
-        "alpha": ALPHA,
-    },
-    "quick": {
-        "d": 97,
-        "fraction": 0.05,
-        "lam": 1e-3,
-        "tau1": 12.0,
-        "saves": 160,
-        "solver": "tsit5",
-        "seed": SEED,
-        "alpha": ALPHA,
-    },
-    "full": {
-        "d": 97,
-        "fraction": 0.05,
-        "lam": 1e-4,
-        "tau1": 12.0,
-        "saves": 200,
-        "solver": "tsit5",
-        "seed": SEED,
-        "alpha": ALPHA,
-    },
-}
-
-FIGURE = FigureExperiment(
-    "lyu_fig3_matrix_completion",
-    "UUᵀ − VVᵀ completion of the multiplication table: fit at once, kernel-predictor plateau, drop after λt ≈ 2",
-    "Lyu et al. 2024",
-    "Fig. 3 (E3.5, A6)",
-    "lyu_fig3_matrix_completion",
-    SIZES,
-    runtime="17 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
+SEED = FIGURE.sizes["quick"]["seed"]  # Lyu's data seed (train_mc.py), used as a JAX key
+ALPHA = FIGURE.sizes["quick"]["alpha"]
 
 
 def check(params) -> None:
@@ -135,8 +94,7 @@ def check(params) -> None:
         raise ConfigError(f"figure.lam must be a positive weight decay, got {params['lam']}")
     if params["tau1"] <= 0:
         raise ConfigError(f"figure.tau1 must be a positive slow time, got {params['tau1']}")
-    if not 0 < params["fraction"] <= 1:
-        raise ConfigError(f"figure.fraction must be in (0, 1], got {params['fraction']}")
+    require_in(params, "fraction", 0, 1, ends="(]")
     if params["d"] < 2:
         raise ConfigError(f"figure.d must be at least 2, got {params['d']}")
     if params["saves"] < 2:

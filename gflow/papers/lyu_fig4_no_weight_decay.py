@@ -63,58 +63,11 @@ import numpy as np
 import xarray as xr
 
 from . import FigureExperiment
-from ._common import caption, require_float64
+from ._common import caption, require_float64, require_in, require_multiple
 
 LOG10 = math.log(10.0)
 
-SIZES = {
-    "smoke": {
-        "p": 11,
-        "width": 32,
-        "fraction": 0.7,
-        "lr1": 0.1,
-        "steps1": 1000,
-        "saves1": 20,
-        "lr2": 0.01,
-        "steps2": 4000,
-        "saves2": 40,
-        "key": 0,
-    },
-    "quick": {
-        "p": 23,
-        "width": 128,
-        "fraction": 0.7,
-        "lr1": 0.1,
-        "steps1": 5000,
-        "saves1": 50,
-        "lr2": 0.01,
-        "steps2": 120_000,
-        "saves2": 400,
-        "key": 0,
-    },
-    "full": {
-        "p": 97,
-        "width": 1024,
-        "fraction": 0.4,
-        "lr1": 0.1,
-        "steps1": 20_000,
-        "saves1": 100,
-        "lr2": 0.01,
-        "steps2": 10_000_000,
-        "saves2": 1000,
-        "key": 0,
-    },
-}
-
-FIGURE = FigureExperiment(
-    "lyu_fig4_no_weight_decay",
-    "grokking without weight decay: a loss-normalised GD's test accuracy climbs over log log t",
-    "Lyu et al. 2024",
-    "Fig. 4, App. B.1 (E3.2)",
-    "lyu_fig4_no_weight_decay",
-    SIZES,
-    runtime="74 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:
@@ -122,15 +75,10 @@ def check(params) -> None:
     from ..experiments import ConfigError
 
     for stage in ("1", "2"):
-        steps, saves, lr = params[f"steps{stage}"], params[f"saves{stage}"], params[f"lr{stage}"]
-        if lr <= 0:
-            raise ConfigError(f"figure.lr{stage} must be a positive step size, got {lr}")
-        if saves < 1 or steps < 1 or steps % saves:
-            raise ConfigError(
-                f"figure.steps{stage} = {steps} must be a positive multiple of figure.saves{stage} = {saves}"
-            )
-    if not 0 < params["fraction"] < 1:
-        raise ConfigError(f"figure.fraction must be in (0, 1), got {params['fraction']}")
+        if params[f"lr{stage}"] <= 0:
+            raise ConfigError(f"figure.lr{stage} must be a positive step size, got {params[f'lr{stage}']}")
+        require_multiple(params, f"steps{stage}", f"saves{stage}")
+    require_in(params, "fraction", 0, 1)
 
 
 def build_problem(params):

@@ -56,33 +56,7 @@ from . import FigureExperiment
 from ._common import caption, require_float64
 from ._musat import exact_weights, simulate_musat_time
 
-
-def _sizes() -> dict:
-    quick = {
-        "lams": [0.01, 0.1, 0.2],  # Musat's λ_M, which is also gflow's λ (see the docstring)
-        "init": [-1.0, 1.0],
-        "test_seed": 0,
-        "slow_end": 30.0,  # each run ends at Musat slow time 2λ t_M = 30
-        "t_min": 1e-3,  # first non-zero save time, in t_M (the fast phase has rate 4 + 2λ ≈ 4)
-        "report_slow_times": [0.1, 0.5, 1.0, 2.0, 5.0, 10.0],  # 2λ t_M values saved exactly
-        "grok_threshold": 0.1,  # Musat's test MSE; its plateau after the fast phase is ≈ 2
-        "eta_inferred": 0.1,  # GD step that matches "train loss low after ≈ 10 steps"; axis labels only
-        "saves": 300,  # log-spaced save times per run
-        "rtol": 1e-12,
-        "atol": 1e-14,
-    }
-    return {"smoke": {**quick, "saves": 40}, "quick": quick, "full": {**quick, "saves": 1000}}
-
-
-FIGURE = FigureExperiment(
-    "musat_fig1_single_sample",
-    "a linear model groks addition from the single sample 1 + 1 = 2: fast to (0, 2), slow to (1, 1), t_grok ∝ 1/λ",
-    "Musat 2025",
-    "Fig. 1 (E2.1, A9)",
-    "musat_fig1_single_sample",
-    _sizes(),
-    runtime="9 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:

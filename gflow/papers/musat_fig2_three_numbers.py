@@ -51,29 +51,7 @@ B2 = np.array([1.0, 1.0, -2.0]) / math.sqrt(6)
 NORMAL = np.ones(3) / math.sqrt(3)
 
 
-def _sizes() -> dict:
-    quick = {
-        # four initialisations (ours), flattened: (−1, 1, 2), (2.5, −1, 0.5), (−2, 0.5, −1.5), (1.5, 0.5, −2.5)
-        "inits": [-1.0, 1.0, 2.0, 2.5, -1.0, 0.5, -2.0, 0.5, -1.5, 1.5, 0.5, -2.5],
-        "lam": 0.01,  # Musat's λ_M = gflow's λ
-        "slow_end": 30.0,  # runs end at Musat slow time 2λ t_M = 30
-        "t_min": 1e-3,  # first non-zero save time (t_M); the fast phase has rate 2(3 + λ) ≈ 6
-        "saves": 300,  # log-spaced save times
-        "rtol": 1e-12,
-        "atol": 1e-14,
-    }
-    return {"smoke": {**quick, "saves": 40}, "quick": quick, "full": {**quick, "saves": 1000}}
-
-
-FIGURE = FigureExperiment(
-    "musat_fig2_three_numbers",
-    "1 + 1 + 1 = 3 from one sample: four initialisations go onto the plane w·1 = 3, then straight to (1, 1, 1)",
-    "Musat 2025",
-    "Fig. 2 (E2.2)",
-    "musat_fig2_three_numbers",
-    _sizes(),
-    runtime="8 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:

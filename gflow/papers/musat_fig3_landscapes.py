@@ -71,42 +71,7 @@ TITLES = {
 MIN_NORM = {"curved": ((1.0, 1.0), (-1.0, -1.0)), "singular": ((0.0, 0.0),), "leaky": ((1.0, 1.0),)}
 
 
-def _sizes() -> dict:
-    quick = {
-        "lam": 0.02,  # Musat's λ_M = gflow's λ (our choice; the paper's is not given)
-        "slow_end": 15.0,  # Musat slow time 2λ t_M at the end of each run
-        "t_min": 1e-3,
-        "rtol": 1e-10,
-        "atol": 1e-12,
-        "saves": 300,  # log-spaced save times per run
-        # four initialisations per panel (ours), flattened (w1, w2, w1, w2, …)
-        "inits_curved": [3.0, 0.1, 0.15, 2.8, 0.3, -2.5, -2.6, 0.5],
-        "inits_singular": [2.5, 1.0, -1.0, 2.5, 1.5, 1.5, 0.8, -2.6],
-        "inits_leaky": [-1.0, 1.0, -2.0, -1.0, -0.5, -2.5, 2.8, 2.2],
-        # Fig. 4
-        "foot_x0": 0.7,  # foot point of A, B, C on the parabola
-        "abc": [0.3, 0.03, 0.003],  # distances of A, B, C from 𝒵
-        "view_half_width": [1.0, 0.1, 0.01],  # half-widths of the three magnified views
-        "fit_feet": [0.25, 0.5, 1.0, 2.0],
-        "fit_range": [1e-5, 1e-2],
-        "dists": 13,  # distances in the slope fit
-    }
-    return {
-        "smoke": {**quick, "saves": 40, "dists": 5},
-        "quick": quick,
-        "full": {**quick, "saves": 1000, "dists": 25},
-    }
-
-
-FIGURE = FigureExperiment(
-    "musat_fig3_landscapes",
-    "curved zero set, singular origin, leaky-ReLU neuron; near the zero set the gradient turns normal, |cos| = O(dist)",
-    "Musat 2025",
-    "Figs. 3, 4 (E2.3, claim 3.4(a))",
-    "musat_fig3_landscapes",
-    _sizes(),
-    runtime="11 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:

@@ -60,56 +60,23 @@ import numpy as np
 import xarray as xr
 
 from . import FigureExperiment
-from ._common import caption, require_float64
+from ._common import caption, require_float64, require_in, require_multiple
 
-
-def _sizes() -> dict:
-    quick = {
-        "p": 11,  # modulus n
-        "hidden": 128,
-        "n_test": 7,
-        "lr": 1.0,  # PyTorch SGD lr on the mean MSE
-        "weight_decay": 1e-4,  # PyTorch SGD weight_decay
-        "window": 10,  # c: Δθ_t = θ_t − θ_{t−c}
-        "proj_steps": 100,  # GD steps (λ = 0, momentum proj_momentum) that estimate proj_𝒵(θ_t)
-        "proj_momentum": 0.9,
-        "seeds": 5,
-        "steps": 40_000,
-        "every": 250,  # a cosine every `every` steps
-    }
-    return {
-        "smoke": {**quick, "seeds": 2, "steps": 3_000, "every": 500},
-        "quick": quick,
-        "full": {**quick, "steps": 100_000, "every": 50},
-    }
-
-
-FIGURE = FigureExperiment(
-    "musat_fig5_alignment",
-    "embedding net mod 11 under GD: after memorisation the update aligns with the norm-minimising tangent direction",
-    "Musat 2025",
-    "Figs. 5, 7 (E2.4, A11)",
-    "musat_fig5_alignment",
-    _sizes(),
-    runtime="≈ 180 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:
     """Refuse parameter combinations the runs cannot use (a `ConfigError` naming the field)."""
     from ..experiments import ConfigError
 
-    if params["every"] % params["window"]:
-        raise ConfigError(f"figure.every = {params['every']} must be a multiple of figure.window = {params['window']}")
+    require_multiple(params, "every", "window")
     if params["every"] <= params["window"] or params["steps"] % params["every"]:
         raise ConfigError(
             f"figure.steps = {params['steps']} must be a multiple of figure.every = {params['every']} (> window)"
         )
     if params["seeds"] < 1:
         raise ConfigError(f"figure.seeds must be at least 1, got {params['seeds']}")
-    n_pairs = params["p"] * (params["p"] + 1) // 2
-    if not 0 < params["n_test"] < n_pairs:
-        raise ConfigError(f"figure.n_test must be in (0, {n_pairs}), got {params['n_test']}")
+    require_in(params, "n_test", 0, params["p"] * (params["p"] + 1) // 2)  # the pairs a + b, a ≤ b
 
 
 def seed_problem(params, seed: int):

@@ -44,36 +44,9 @@ import numpy as np
 import xarray as xr
 
 from . import FigureExperiment
-from ._common import caption, require_float64
+from ._common import caption, require_float64, require_in
 
-
-def _sizes() -> dict:
-    quick = {
-        "p": 37,
-        "d_h": 512,
-        "train_fraction": 0.7,
-        "eta": 1e-3,  # Musat's step size = Euler step in τ
-        "seeds": 2,
-        "tau1": 3.0,
-        "dtau": 0.05,  # save every Δτ
-        "report_taus": [0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 5.0],  # mean test accuracy reported there
-    }
-    return {
-        "smoke": {**quick, "p": 23, "d_h": 256, "tau1": 2.5, "dtau": 0.125},
-        "quick": quick,
-        "full": {**quick, "seeds": 5, "tau1": 5.0},
-    }
-
-
-FIGURE = FigureExperiment(
-    "musat_fig6_embedding_dynamics",
-    "isolated first-layer dynamics (W = H⁺Y, zero train loss) grok modular addition and grow round Fourier circles",
-    "Musat 2025",
-    "Fig. 6 (E2.5, A10)",
-    "musat_fig6_embedding_dynamics",
-    _sizes(),
-    runtime="≈ 100 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:
@@ -82,12 +55,9 @@ def check(params) -> None:
 
     if params["seeds"] < 1:
         raise ConfigError(f"figure.seeds must be at least 1, got {params['seeds']}")
-    if not 0 < params["dtau"] <= params["tau1"]:
-        raise ConfigError(f"figure.dtau must be in (0, tau1 = {params['tau1']:g}], got {params['dtau']}")
-    if not 0 < params["eta"] <= params["dtau"]:
-        raise ConfigError(f"figure.eta (the Euler step) must be in (0, dtau = {params['dtau']:g}], got {params['eta']}")
-    if not 0 < params["train_fraction"] < 1:
-        raise ConfigError(f"figure.train_fraction must be in (0, 1), got {params['train_fraction']}")
+    require_in(params, "dtau", 0, "tau1", ends="(]")
+    require_in(params, "eta", 0, "dtau", ends="(]", what=" (the Euler step)")
+    require_in(params, "train_fraction", 0, 1)
 
 
 def seed_problem(params, seed: int):

@@ -43,33 +43,7 @@ import xarray as xr
 from . import FigureExperiment
 from ._common import caption, require_float64
 
-
-def _sizes() -> dict:
-    quick = {
-        "lams": [1e-1, 1e-2, 1e-3, 1e-4],
-        "tau1": 3.0,
-        "saves": 60,
-        "report_taus": [0.5, 1.0],
-        "seed": 3,
-        "limit_rtol": 1e-12,
-        "limit_atol": 1e-14,
-        "full_rtol": 1e-11,
-        "full_atol": 1e-13,
-    }
-    smoke = {**quick, "lams": [1e-1, 1e-2], "tau1": 1.0, "saves": 12}
-    # The script had no --full: full is the quick size (already the paper's A2 problem).
-    return {"smoke": smoke, "quick": quick, "full": dict(quick)}
-
-
-FIGURE = FigureExperiment(
-    "slow_flow_convergence",
-    "full flows with weight decay collapse onto the slow flow in slow time τ = λt, at rate O(λ)",
-    "Boursier, Pesme & Dragomir",
-    "Prop. 2 (A2)",
-    "slow_flow_convergence",
-    _sizes(),
-    runtime="20 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:

@@ -74,7 +74,7 @@ from .._simulate import simulate
 from ..analysis import crossing_time, over_time, scaling_fit, schatten_energy, stable_rank
 from ..models import DeepLinear
 from . import FigureExperiment
-from ._common import add_tau_axis, caption, require_float64
+from ._common import add_tau_axis, caption, require_float64, require_in
 
 RUNS = ("large_init", "small_init")
 SERIES = (
@@ -103,48 +103,7 @@ PER_RUN = (
 )
 
 
-def _sizes() -> dict:
-    quick = {
-        # task: planted rank-2 classifier on x = e_a + e_b (see the module docstring)
-        "p": 10,
-        "classes": 8,
-        "width": 10,
-        "depth": 3,
-        "train_fraction": 0.6,
-        "margin_filter": 0.3,
-        "seed": 0,
-        # initialisations: orthogonal (partial isometry) ×alpha; the contrast run Gaussian ×small_alpha
-        "alpha": 4.0,
-        "small_alpha": 0.3,
-        "contrast": True,
-        # the flow θ' = −∇F − λθ
-        "lam": 1e-8,
-        "t1": 1e10,
-        "saves": 300,
-        "solver": "ros34pw2",
-        "rtol": 1e-6,
-        "atol": 1e-8,
-        "max_steps": 50_000,
-        # clocks: T_cls(ε) for each ε; T_rep and R from T_cls(eps_ref); power law fitted on ε ≤ tail_eps
-        "eps": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6],
-        "eps_ref": 1e-2,
-        "tail_eps": 1e-3,
-    }
-    smoke = {**quick, "saves": 150, "contrast": False}
-    full = {**quick, "p": 16, "classes": 12, "width": 16, "saves": 600}
-    return {"smoke": smoke, "quick": quick, "full": full}
-
-
-FIGURE = FigureExperiment(
-    "tan_deep_linear_two_clocks",
-    "depth-3 linear network, cross-entropy, gradient flow: the classifier clock is polynomial in 1/ε and the "
-    "stable rank falls ~10⁶× later, on the slow clock",
-    "Tan, Gai & Zhang",
-    "A13 (no figure in the paper; our protocol)",
-    "tan_deep_linear_two_clocks",
-    _sizes(),
-    runtime="20 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:
@@ -157,8 +116,7 @@ def check(params) -> None:
         raise ConfigError(f"figure.eps_ref = {params['eps_ref']:g} must be one of figure.eps = {params['eps']}")
     if params["depth"] < 2:
         raise ConfigError(f"figure.depth must be at least 2, got {params['depth']}")
-    if not 0 < params["train_fraction"] < 1:
-        raise ConfigError(f"figure.train_fraction must be in (0, 1), got {params['train_fraction']}")
+    require_in(params, "train_fraction", 0, 1)
 
 
 def planted_pairs(params, rng: np.random.Generator) -> dict:

@@ -74,7 +74,7 @@ from .. import tasks
 from .._gd import gd
 from ..analysis import crossing_time, scaling_fit
 from . import FigureExperiment
-from ._common import add_tau_axis, caption, require_float64
+from ._common import add_tau_axis, caption, require_float64, require_multiple
 
 # Stable ranks recorded at every log (see the module docstring).
 SRANK_MATRICES = ("embed", "w1", "head", "logits")
@@ -83,51 +83,14 @@ SERIES = ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "norm") 
 )
 
 
-def _sizes() -> dict:
-    quick = {
-        # task: gflow.tasks.modular_arithmetic(model="embed_mlp", loss="cross_entropy")
-        "p": 31,
-        "embed": 128,
-        "width": 128,
-        "train_fraction": 0.5,
-        "seed": 0,
-        # AdamW (optax), full batch, one vmapped run per weight decay
-        "epochs": 5000,
-        "log_every": 25,
-        "lams": [0.6, 0.7, 0.8, 0.9, 1.0],
-        "lr": 1e-3,
-        "beta1": 0.9,
-        "beta2": 0.98,
-        "adam_eps": 1e-8,
-        # clocks: T̂_cls(ε) for each ε; T_test = first epoch from which the test loss stays ≤ test_drop (nats)
-        "eps": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6],
-        "test_drop": 0.1,
-    }
-    smoke = {**quick, "p": 11, "embed": 32, "width": 64, "epochs": 600, "log_every": 20}
-    full = {**quick, "p": 113, "width": 512, "train_fraction": 0.3, "epochs": 15000, "log_every": 50}
-    return {"smoke": smoke, "quick": quick, "full": full}
-
-
-FIGURE = FigureExperiment(
-    "tan_fig1_two_clocks",
-    "addition mod p with full-batch AdamW at five weight decays: the train loss fits fast, the test loss drops "
-    "later, earlier for larger λ",
-    "Tan, Gai & Zhang",
-    "Fig. 1 (A14)",
-    "tan_fig1_two_clocks",
-    _sizes(),
-    runtime="37 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:
     """Refuse parameter combinations the runs cannot use (a `ConfigError` naming the field)."""
     from ..experiments import ConfigError
 
-    if params["log_every"] < 1 or params["epochs"] % params["log_every"]:
-        raise ConfigError(
-            f"figure.epochs = {params['epochs']} must be a multiple of figure.log_every = {params['log_every']}"
-        )
+    require_multiple(params, "epochs", "log_every")
     if not params["lams"] or min(params["lams"]) <= 0:
         raise ConfigError(f"figure.lams must be a list of positive weight decays, got {params['lams']}")
     if not params["eps"] or min(params["eps"]) <= 0:

@@ -61,7 +61,7 @@ import xarray as xr
 
 from ..analysis import key_frequencies
 from . import FigureExperiment, tan_fig1_two_clocks as fig1
-from ._common import caption, require_float64
+from ._common import caption, require_float64, require_in
 
 CHOSEN = "logits"  # the matrix of the main stable-rank curve (see the module docstring)
 # The Fig. 2 panels: (dataset variable of the final matrix, its name in the figure).
@@ -69,27 +69,7 @@ MATRICES = (("embed_final", "embedding E"), ("first_layer_final", "E W1ᵀ"), ("
 N_UNITS = 24  # hidden units kept in the relabelled images (panels e, f)
 
 
-def _sizes() -> dict:
-    estimators = {
-        # T̂_cls(eps_cls), T̂_rep(eta_rep) over `window` consecutive logs; panels (c)–(f) at λ = show_lam
-        "eps_cls": 1e-5,
-        "eta_rep": 0.85,
-        "window": 5,
-        "show_lam": 1.0,
-    }
-    return {size: {**values, **estimators} for size, values in fig1.FIGURE.sizes.items()}
-
-
-FIGURE = FigureExperiment(
-    "tan_fig3_stable_rank",
-    "AdamW on addition mod p: the stable rank of the logit table falls after the train loss saturates, "
-    "and the trained embeddings are cyclic",
-    "Tan, Gai & Zhang",
-    "Figs. 3, 2 (A14)",
-    "tan_fig3_stable_rank",
-    _sizes(),
-    runtime="39 s",
-)
+FIGURE = FigureExperiment.from_toml(__name__)
 
 
 def check(params) -> None:
@@ -99,8 +79,7 @@ def check(params) -> None:
     fig1.check(params)
     if params["window"] < 1:
         raise ConfigError(f"figure.window must be a positive number of logs, got {params['window']}")
-    if not 0 < params["eta_rep"] < 1:
-        raise ConfigError(f"figure.eta_rep must be in (0, 1), got {params['eta_rep']}")
+    require_in(params, "eta_rep", 0, 1)
 
 
 def estimators(epochs, logs, params) -> dict:
