@@ -31,9 +31,11 @@ resolution).
 Sizes (`FIGURE.sizes`): quick is p = 31 with half of the 961
 pairs training, d_model 32, 4 heads, d_mlp 128, a **GELU** MLP (the flow of a ReLU MLP is
 non-smooth and costs about 7 times as many steps: 115k bosh3 steps against 7k tsit5 steps at
-this size) in **float32**; full is Nanda's p = 113, 30%, 128/4/512, ReLU, for a GPU.
+this size) in **float32**; full is Nanda's p = 113, 30%, 128/4/512, ReLU, for a GPU, its flow by
+Bogacki–Shampine at rtol 1e−3 (`solver="auto"`'s rule for kinks: RKC crawls at ReLU kinks, see
+`nanda_transformer.toml`).
 
-Solver: `rkc` (`gflow.RKC`, Runge–Kutta–Chebyshev) for the flow and the sweep. The flow stays
+Solver (quick size): `rkc` (`gflow.RKC`, Runge–Kutta–Chebyshev) for the flow and the sweep. The flow stays
 stiff after the fit: cross-entropy with weight decay never reaches zero loss, and the sharpness
 (top Hessian eigenvalue, power method) measured along the quick run at λ = 2e−3 rises from 2.2
 at θ0 to 24 at the fit and 34 at τ = 10, i.e. 1.7·10⁴ in slow-time units (at λ = 1e−3 it peaks
