@@ -32,7 +32,6 @@ from ._slow import (
     FlowLimit as FlowLimit,
     compare as compare,
     flow_limit as flow_limit,
-    plot_slow_flow as plot_slow_flow,
     project_tangent as project_tangent,
     slow_flow as slow_flow,
 )
@@ -53,6 +52,10 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "plot_slow_flow":  # lives in gflow.plot (matplotlib), reachable from the top too
+        from .plot import plot_slow_flow
+
+        return plot_slow_flow
     raise AttributeError(f"module 'gflow' has no attribute {name!r}")
 
 

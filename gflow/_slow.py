@@ -8,7 +8,7 @@ $$\frac{d\theta}{d\tau} = -P_{T_\theta M}\,(m\odot\theta), \qquad \theta(0) = \P
 
 and θ^λ(τ/λ) → θ°(τ) uniformly on [ε, T] as λ → 0, with error O(λ) (papers.md A2). This module
 computes Φ (`flow_limit`), integrates θ° (`slow_flow`), and measures the convergence
-(`compare`, `plot_slow_flow`).
+(`compare`; its figure is `gflow.plot.plot_slow_flow`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ __all__ = [
     "FlowLimit",
     "compare",
     "flow_limit",
-    "plot_slow_flow",
     "project_tangent",
     "slow_flow",
 ]
@@ -741,8 +740,9 @@ def compare(full, slow: Trajectory, *, at=None):
     is uniform only on [ε, T] (papers.md §2.2, Prop. 2).
 
     **Returns:** an `xarray.Dataset` over `tau` (the slow grid) with `distance`
-    (‖θ^λ(τ/λ) − θ°(τ)‖ over all parameters), `exact`, and `<metric>_diff` (full − slow) for
-    every metric both record (the full flow's `objective` includes (λ/2)‖θ‖², the slow flow's
+    (‖θ^λ(τ/λ) − θ°(τ)‖ over all parameters), `exact`, and for every metric both record
+    `full_<metric>` (the full flow on the slow grid, aligned as above), `slow_<metric>` and
+    `<metric>_diff` (full − slow; the full flow's `objective` includes (λ/2)‖θ‖², the slow flow's
     does not). With several λ every variable gains a leading `lam` dimension, and `order` (per τ:
     the least-squares slope of log distance against log λ; 1 for O(λ) convergence) is added;
     with `at`, also `order_at` over `tau_at`.
@@ -756,7 +756,7 @@ def compare(full, slow: Trajectory, *, at=None):
     tau = np.asarray(slow.ts, float)
     slow_flat = _flat_params(slow)
     names = [k for k in slow.metrics if k != "manifold_residual"]
-    lams, dists, exacts, diffs = [], [], [], {k: [] for k in names}
+    lams, dists, exacts, diffs, fulls = [], [], [], {k: [] for k in names}, {k: [] for k in names}
     for run in runs:
         if run.time != "fast" or run.params is None:
             raise ProblemError("each full Trajectory must come from gflow.simulate(..., save_params=True) in fast time")
@@ -774,7 +774,8 @@ def compare(full, slow: Trajectory, *, at=None):
         for k in names:
             if k in run.metrics:
                 m = np.asarray(run.metrics[k], float)[:, None]
-                diffs[k].append(_align(run_tau, m, tau)[0][:, 0] - np.asarray(slow.metrics[k], float))
+                fulls[k].append(_align(run_tau, m, tau)[0][:, 0])
+                diffs[k].append(fulls[k][-1] - np.asarray(slow.metrics[k], float))
     names = [k for k in names if len(diffs[k]) == len(runs)]
     attrs = {
         "slow_solver": slow.solver,
@@ -784,10 +785,14 @@ def compare(full, slow: Trajectory, *, at=None):
     if single:
         data = {"distance": ("tau", dists[0]), "exact": ("tau", exacts[0])}
         data.update({f"{k}_diff": ("tau", diffs[k][0]) for k in names})
+        data.update({f"full_{k}": ("tau", fulls[k][0]) for k in names})
+        data.update({f"slow_{k}": ("tau", np.asarray(slow.metrics[k], float)) for k in names})
         return xr.Dataset(data, coords={"tau": tau}, attrs={**attrs, "lam": lams[0]})
     dist = np.stack(dists)
     data = {"distance": (("lam", "tau"), dist), "exact": (("lam", "tau"), np.stack(exacts))}
     data.update({f"{k}_diff": (("lam", "tau"), np.stack(diffs[k])) for k in names})
+    data.update({f"full_{k}": (("lam", "tau"), np.stack(fulls[k])) for k in names})
+    data.update({f"slow_{k}": ("tau", np.asarray(slow.metrics[k], float)) for k in names})
     order = _fit_order(lams, dist)
     data["order"] = ("tau", order)
     coords = {"lam": np.asarray(lams), "tau": tau}
@@ -798,87 +803,3 @@ def compare(full, slow: Trajectory, *, at=None):
         data["tau_at_grid"] = ("tau_at", tau[idx])
         coords["tau_at"] = at
     return xr.Dataset(data, coords=coords, attrs=attrs)
-
-
-def plot_slow_flow(full, slow: Trajectory, *, metric: str = "norm", at=None, title: str | None = None, fig=None):
-    r"""Full flows at several λ against the slow flow, in slow time τ = λt.
-
-    Top: `metric` of every full flow against τ (log axis) with the slow flow dashed in black,
-    and an inset with ‖θ^λ(τ/λ) − θ°(τ)‖ against λ (log-log, one line per τ in `at`, a slope-1
-    guide, the fitted order in the legend). Bottom: that distance against τ for every λ. Both
-    runs need `save_params=True` (see `compare`). Returns the matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    runs = sorted(_members(full), key=lambda r: -float(r.lam))
-    if metric not in slow.metrics:
-        raise ProblemError(f"metric {metric!r} is not recorded; choose one of {', '.join(slow.metrics)}")
-    ds = compare(list(runs), slow)
-    tau = ds["tau"].values
-    dist = ds["distance"].values
-    if at is None:
-        finite = np.all(np.isfinite(dist) & (dist > 0), axis=0) & (tau > 0)
-        cand = tau[finite]
-        at = [] if cand.size == 0 else sorted({float(cand[int(q * (cand.size - 1))]) for q in (0.25, 0.5, 0.9)})
-    at = np.atleast_1d(np.asarray(at, float))
-
-    if fig is None:
-        fig = plt.figure(figsize=(8.5, 8), layout="constrained")
-    ax, ax_dist = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
-    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(runs)))
-    shown = []
-    for run, color in zip(runs, colors, strict=True):
-        run_tau = np.asarray(run.tau)
-        keep = run_tau > 0
-        values = np.asarray(run.metrics[metric])[keep]
-        shown.append(values)
-        ax.plot(run_tau[keep], values, color=color, lw=1.6, label=f"full flow, λ = {float(run.lam):.0e}")
-    keep = tau > 0
-    shown.append(np.asarray(slow.metrics[metric])[keep])
-    ax.plot(tau[keep], shown[-1], "k--", lw=2, label="slow flow θ°(τ) (λ → 0)")
-    ax.set_xscale("log")
-    ax.set_ylabel({"norm": "‖θ‖", "train_loss": "train loss F", "test_loss": "test loss"}.get(metric, metric))
-    # Headroom above the curves for the legend and the inset, so neither hides a curve.
-    values = np.concatenate(shown)
-    values = values[np.isfinite(values)]
-    log_y = metric.endswith("loss") and values.size and np.all(values > 0)
-    if values.size:
-        lo, hi = (np.log10(values.min()), np.log10(values.max())) if log_y else (values.min(), values.max())
-        span = max(hi - lo, 1e-12 + 1e-3 * abs(hi))
-        lo, hi = lo - 0.05 * span, hi + 0.95 * span
-        if log_y:
-            ax.set_yscale("log")
-            lo, hi = 10.0**lo, 10.0**hi
-        ax.set_ylim(lo, hi)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9)
-
-    for i, color in enumerate(colors):
-        ok = keep & np.isfinite(dist[i]) & (dist[i] > 0)
-        ax_dist.plot(tau[ok], dist[i][ok], color=color, lw=1.6, label=f"λ = {ds['lam'].values[i]:.0e}")
-    ax_dist.set_xscale("log")
-    ax_dist.set_yscale("log")
-    ax_dist.set_xlabel("τ = λt (slow time)")
-    ax_dist.set_ylabel(r"$\|\theta^\lambda(\tau/\lambda) - \theta^\circ(\tau)\|$")
-    ax_dist.grid(True, which="major", alpha=0.3)
-    ax_dist.legend(loc="lower left", fontsize=8, ncols=len(runs))
-
-    if at.size and len(runs) >= 2:
-        inset = ax.inset_axes((0.63, 0.57, 0.35, 0.4))
-        lams = ds["lam"].values
-        for a, marker in zip(at, "osD^v<>", strict=False):
-            j = int(np.argmin(np.abs(tau - a)))
-            slope = ds["order"].values[j]
-            label = f"τ = {tau[j]:.2g}: slope {slope:.2f}"
-            line = inset.loglog(lams, dist[:, j], marker=marker, ms=4, lw=1, label=label)
-            ax_dist.axvline(tau[j], color=line[0].get_color(), ls=":", lw=1)
-        ref = dist[:, int(np.argmin(np.abs(tau - at[0])))]
-        if np.all(np.isfinite(ref)):
-            inset.loglog(lams, 0.3 * ref[-1] * lams / lams[-1], ":", color="0.4", lw=1.2, label="slope 1")
-        inset.set_xlabel("λ", fontsize=8, labelpad=1)
-        inset.set_ylabel("distance", fontsize=8, labelpad=1)
-        inset.tick_params(labelsize=7)
-        inset.legend(fontsize=6.5, loc="lower right")
-        inset.grid(True, which="major", alpha=0.3)
-    fig.suptitle(title or f"full flows against the slow flow in slow time ({slow.solver})")
-    return fig

@@ -241,3 +241,105 @@ def plot_fourier(*embeddings, labels=None, title: str | None = None, fig=None):
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(title or "Fourier features of the embedding (Musat §7)")
     return fig
+
+
+def plot_slow_flow(full, slow: Trajectory, *, metric: str = "norm", at=None, title: str | None = None, fig=None):
+    r"""Full flows at several λ against the slow flow, in slow time τ = λt.
+
+    Builds `gflow.compare(full, slow, at=at)` and draws it with `plot_comparison`. Both runs need
+    `save_params=True` (see `compare`). `at` defaults to three slow times at the 25%, 50% and 90%
+    quantiles of the τ values where every distance is finite. Returns the matplotlib Figure.
+    """
+    from ._problem import ProblemError
+    from ._slow import _members, compare
+
+    runs = _members(full)
+    if metric not in slow.metrics:
+        raise ProblemError(f"metric {metric!r} is not recorded; choose one of {', '.join(slow.metrics)}")
+    ds = compare(list(runs), slow)
+    if at is None:
+        tau, dist = ds["tau"].values, np.atleast_2d(ds["distance"].values)
+        finite = np.all(np.isfinite(dist) & (dist > 0), axis=0) & (tau > 0)
+        cand = tau[finite]
+        at = [] if cand.size == 0 else sorted({float(cand[int(q * (cand.size - 1))]) for q in (0.25, 0.5, 0.9)})
+    if len(runs) >= 2 and len(at):
+        ds = compare(list(runs), slow, at=at)
+    title = title or f"full flows against the slow flow in slow time ({slow.solver})"
+    return plot_comparison(ds, metric=metric, title=title, fig=fig)
+
+
+def plot_comparison(ds, *, metric: str = "norm", title: str | None = None, fig=None):
+    r"""The figure of a `gflow.compare` Dataset (or any Dataset with its variables): top,
+    `full_<metric>` of every λ against τ (log axis) with `slow_<metric>` dashed in black, and an
+    inset with the distance ‖θ^λ(τ/λ) − θ°(τ)‖ against λ (log-log, one line per `tau_at`, a
+    slope-1 guide, the fitted `order` in the legend); bottom, the distance against τ for every λ.
+    Returns the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    tau = ds["tau"].values
+    lams = np.atleast_1d(ds["lam"].values) if "lam" in ds.dims else np.atleast_1d(ds.attrs["lam"])
+    dist = np.atleast_2d(ds["distance"].values)
+    full = np.atleast_2d(ds[f"full_{metric}"].values)
+    order = np.argsort(-lams)  # largest λ first
+    at = np.atleast_1d(ds["tau_at"].values) if "tau_at" in ds.coords else np.array([])
+
+    if fig is None:
+        fig = plt.figure(figsize=(8.5, 8), layout="constrained")
+    ax, ax_dist = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, lams.size))
+    keep = tau > 0  # τ = 0 has no place on a log axis
+    shown = []
+    for i, color in zip(order, colors, strict=True):
+        shown.append(full[i][keep])
+        ax.plot(tau[keep], shown[-1], color=color, lw=1.6, label=f"full flow, λ = {lams[i]:.0e}")
+    shown.append(ds[f"slow_{metric}"].values[keep])
+    ax.plot(tau[keep], shown[-1], "k--", lw=2, label="slow flow θ°(τ) (λ → 0)")
+    ax.set_xscale("log")
+    ax.set_ylabel({"norm": "‖θ‖", "train_loss": "train loss F", "test_loss": "test loss"}.get(metric, metric))
+    # Headroom above the curves for the legend and the inset, so neither hides a curve.
+    values = np.concatenate(shown)
+    values = values[np.isfinite(values)]
+    log_y = metric.endswith("loss") and values.size and np.all(values > 0)
+    if values.size:
+        lo, hi = (np.log10(values.min()), np.log10(values.max())) if log_y else (values.min(), values.max())
+        span = max(hi - lo, 1e-12 + 1e-3 * abs(hi))
+        lo, hi = lo - 0.05 * span, hi + 0.95 * span
+        if log_y:
+            ax.set_yscale("log")
+            lo, hi = 10.0**lo, 10.0**hi
+        ax.set_ylim(lo, hi)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=9)
+
+    for i, color in zip(order, colors, strict=True):
+        ok = keep & np.isfinite(dist[i]) & (dist[i] > 0)
+        ax_dist.plot(tau[ok], dist[i][ok], color=color, lw=1.6, label=f"λ = {lams[i]:.0e}")
+    ax_dist.set_xscale("log")
+    ax_dist.set_yscale("log")
+    ax_dist.set_xlabel("τ = λt (slow time)")
+    ax_dist.set_ylabel(r"$\|\theta^\lambda(\tau/\lambda) - \theta^\circ(\tau)\|$")
+    ax_dist.grid(True, which="major", alpha=0.3)
+    ax_dist.legend(loc="lower left", fontsize=8, ncols=lams.size)
+
+    if at.size and lams.size >= 2:
+        inset = ax.inset_axes((0.63, 0.57, 0.35, 0.4))
+        lam_sorted = lams[order]
+        for a, marker in zip(at, "osD^v<>", strict=False):
+            j = int(np.argmin(np.abs(tau - a)))
+            label = f"τ = {tau[j]:.2g}: slope {ds['order'].values[j]:.2f}"
+            line = inset.loglog(lam_sorted, dist[order, j], marker=marker, ms=4, lw=1, label=label)
+            ax_dist.axvline(tau[j], color=line[0].get_color(), ls=":", lw=1)
+        ref = dist[order, int(np.argmin(np.abs(tau - at[0])))]
+        if np.all(np.isfinite(ref)):
+            inset.loglog(
+                lam_sorted, 0.3 * ref[-1] * lam_sorted / lam_sorted[-1], ":", color="0.4", lw=1.2, label="slope 1"
+            )
+        inset.set_xlabel("λ", fontsize=8, labelpad=1)
+        inset.set_ylabel("distance", fontsize=8, labelpad=1)
+        inset.tick_params(labelsize=7)
+        inset.legend(fontsize=6.5, loc="lower right")
+        inset.grid(True, which="major", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -32,7 +32,6 @@ from gflow._slow import (
     FlowLimit,
     compare,
     flow_limit,
-    plot_slow_flow,
     project_tangent,
     slow_flow,
 )
@@ -339,7 +338,7 @@ def test_compare_single_run_and_interpolation():
 def test_plot_slow_flow_draws_every_lambda_and_inset():
     import matplotlib.pyplot as plt
 
-    fig = plot_slow_flow([a2_full(lam) for lam in A2_LAMS], a2_slow(), at=[0.5])
+    fig = gflow.plot_slow_flow([a2_full(lam) for lam in A2_LAMS], a2_slow(), at=[0.5])
     ax, ax_dist = fig.axes[:2]
     assert ax.get_xscale() == "log" and ax_dist.get_xlabel() == "τ = λt (slow time)"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]

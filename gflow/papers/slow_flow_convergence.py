@@ -129,9 +129,7 @@ def measure(params, *, progress: bool = False, echo=print) -> xr.Dataset:
     ds = compare(fulls, slow, at=report)
     ds = ds.assign(
         exact=ds["exact"].astype("int8"),  # NetCDF3 has no booleans
-        slow_norm=("tau", np.asarray(slow.metrics["norm"])),
         slow_manifold_residual=("tau", np.asarray(slow.metrics["manifold_residual"])),
-        full_norm=(("lam", "tau"), np.stack([np.asarray(f.metrics["norm"]) for f in fulls])),
         full_steps=("lam", np.array([int(f.stats["num_steps"]) for f in fulls])),
         full_ok=("lam", np.array([bool(f.ok) for f in fulls]).astype(np.int8)),
     )
@@ -183,68 +181,12 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
 
 
 def plot(ds: xr.Dataset):
-    """`gflow._slow.plot_slow_flow`'s figure, drawn from the dataset: ‖θ‖ of every full flow and
-    of the slow flow against τ, with an inset of the distance against λ (log-log, one line per
-    reported τ, a slope-1 guide); below, the distance against τ for every λ."""
-    import matplotlib.pyplot as plt
+    """`gflow.plot.plot_comparison`'s figure of the dataset: ‖θ‖ of every full flow and of the
+    slow flow against τ, with an inset of the distance against λ (log-log, one line per reported
+    τ, a slope-1 guide); below, the distance against τ for every λ."""
+    from ..plot import plot_comparison
 
-    tau = ds["tau"].values
-    dist = ds["distance"].values
-    lams = ds["lam"].values
-    order = np.argsort(-lams)  # largest λ first, as plot_slow_flow draws them
-    at = np.atleast_1d(ds["tau_at"].values)
-
-    fig = plt.figure(figsize=(8.5, 8), layout="constrained")
-    ax, ax_dist = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
-    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, lams.size))
-    keep = tau > 0
-    shown = []
-    for i, color in zip(order, colors, strict=True):
-        values = ds["full_norm"].values[i][keep]
-        shown.append(values)
-        ax.plot(tau[keep], values, color=color, lw=1.6, label=f"full flow, λ = {lams[i]:.0e}")
-    shown.append(ds["slow_norm"].values[keep])
-    ax.plot(tau[keep], shown[-1], "k--", lw=2, label="slow flow θ°(τ) (λ → 0)")
-    ax.set_xscale("log")
-    ax.set_ylabel("‖θ‖")
-    # Headroom above the curves for the legend and the inset, so neither hides a curve.
-    values = np.concatenate(shown)
-    values = values[np.isfinite(values)]
-    if values.size:
-        lo, hi = values.min(), values.max()
-        span = max(hi - lo, 1e-12 + 1e-3 * abs(hi))
-        ax.set_ylim(lo - 0.05 * span, hi + 0.95 * span)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9)
-
-    for i, color in zip(order, colors, strict=True):
-        ok = keep & np.isfinite(dist[i]) & (dist[i] > 0)
-        ax_dist.plot(tau[ok], dist[i][ok], color=color, lw=1.6, label=f"λ = {lams[i]:.0e}")
-    ax_dist.set_xscale("log")
-    ax_dist.set_yscale("log")
-    ax_dist.set_xlabel("τ = λt (slow time)")
-    ax_dist.set_ylabel(r"$\|\theta^\lambda(\tau/\lambda) - \theta^\circ(\tau)\|$")
-    ax_dist.grid(True, which="major", alpha=0.3)
-    ax_dist.legend(loc="lower left", fontsize=8, ncols=lams.size)
-
-    if at.size and lams.size >= 2:
-        inset = ax.inset_axes((0.63, 0.57, 0.35, 0.4))
-        lam_sorted = lams[order]
-        for a, marker in zip(at, "osD^v<>", strict=False):
-            j = int(np.argmin(np.abs(tau - a)))
-            label = f"τ = {tau[j]:.2g}: slope {ds['order'].values[j]:.2f}"
-            line = inset.loglog(lam_sorted, dist[order, j], marker=marker, ms=4, lw=1, label=label)
-            ax_dist.axvline(tau[j], color=line[0].get_color(), ls=":", lw=1)
-        ref = dist[order, int(np.argmin(np.abs(tau - at[0])))]
-        if np.all(np.isfinite(ref)):
-            inset.loglog(
-                lam_sorted, 0.3 * ref[-1] * lam_sorted / lam_sorted[-1], ":", color="0.4", lw=1.2, label="slope 1"
-            )
-        inset.set_xlabel("λ", fontsize=8, labelpad=1)
-        inset.set_ylabel("distance", fontsize=8, labelpad=1)
-        inset.tick_params(labelsize=7)
-        inset.legend(fontsize=6.5, loc="lower right")
-        inset.grid(True, which="major", alpha=0.3)
+    fig = plot_comparison(ds, metric="norm")
     fig.suptitle(
         "Full flows with weight decay collapse onto the slow flow in τ = λt\n"
         "diagonal network β = u⊙v, n = 3, d = 8 (papers.md A2)"
