@@ -515,7 +515,9 @@ def sweep(
       single one there); on CPU, `CPU_CHUNK_SIZE` members per device, because a vmapped adaptive
       solve runs every member of a call until its slowest member ends and a CPU pays for each
       member's step, so small chunks of similar members waste least. Members are ordered λ-major
-      (then seed, then α), so a chunk holds neighbouring λ values of similar stiffness.
+      (then seed, then α), so a chunk holds neighbouring λ values of similar stiffness. For an
+      expensive model whose members differ in stiffness, `chunk_size=1` on a CPU: batching then
+      saves little per step and the slowest member sets the pace of its chunk (README, "Chunks").
     - `store`: a directory path. Each finished chunk is written there (Zarr, through xarray)
       before the next starts; running the same sweep again skips finished chunks, so a killed
       sweep resumes without redoing or corrupting work. A store made by a different sweep
