@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import diffrax
@@ -29,26 +30,49 @@ from ._rosenbrock import (
 from ._smoothness import nonsmooth_operations
 from ._solution import RESULTS, Trajectory
 
-# Name -> Diffrax solver class. Every class builds with no arguments; `make_solver` gives the
-# Rosenbrock ones the problem. Work counts: explicit solvers from their Butcher tableau
-# (`_explicit_work`); the Rosenbrock-W solvers count their own exactly
-# (`_rosenbrock.CountingController`); the implicit solvers' Newton iterations happen inside
-# Diffrax and are not counted.
-_SOLVERS: dict[str, type] = {
-    "tsit5": diffrax.Tsit5,
-    "dopri5": diffrax.Dopri5,
-    "bosh3": diffrax.Bosh3,
-    "kvaerno3": diffrax.Kvaerno3,
-    "kvaerno5": diffrax.Kvaerno5,
-    "ros34pw2": Ros34PW2,
-    "ros34pw2_krylov": Ros34PW2,
-    "rkc": RKC,
-}
-SOLVER_NAMES = (*_SOLVERS, "auto")
 
-# How each Rosenbrock-W name solves with its W-matrix: "auto" (`choose_w_matrix`) or "krylov"
-# (always matrix-free conjugate gradients).
-_W_MODES = {"ros34pw2": "auto", "ros34pw2_krylov": "krylov"}
+@dataclasses.dataclass(frozen=True)
+class SolverSpec:
+    """How gflow builds, controls and counts one named solver (`SOLVERS`).
+
+    - `cls`: the Diffrax solver class; every one builds with no arguments except the
+      Rosenbrock-W ones, which get their W-matrix from the problem (`w_mode`: "auto" lets
+      `choose_w_matrix` pick Woodbury, dense or CG; "krylov" always takes matrix-free CG).
+    - `work`: how its gradient evaluations are counted: "tableau" (explicit Runge–Kutta: from
+      the Butcher tableau, `_explicit_work`), "reported" (gflow's own solvers report the work of
+      every step, rejected ones included, next to their error estimate, added up by
+      `CountingController`), or "uncounted" (implicit solvers: their Newton iterations happen
+      inside Diffrax).
+    - `controller`: extra `diffrax.PIDController` coefficients.
+    """
+
+    cls: type
+    work: str
+    w_mode: str | None = None
+    controller: tuple[tuple[str, float], ...] = ()
+
+    def build(self, problem: Problem, lam, slow: bool, rtol, atol):
+        """The solver object for `problem` at weight decay `lam`."""
+        if self.w_mode is not None:
+            return self.cls(choose_w_matrix(problem, lam, slow, self.w_mode), rtol=rtol, atol=atol)
+        return self.cls()
+
+
+# The one registry of solver names. A proportional-integral controller stops Kvaerno5's step size
+# from oscillating across its Newton convergence limit: on the demo, 1487 steps (327 rejected)
+# instead of 3499 (1715 rejected) with the default integral-only controller. Kvaerno3 gains
+# nothing (2948 steps vs 2608), so it keeps the default.
+SOLVERS: dict[str, SolverSpec] = {
+    "tsit5": SolverSpec(diffrax.Tsit5, "tableau"),
+    "dopri5": SolverSpec(diffrax.Dopri5, "tableau"),
+    "bosh3": SolverSpec(diffrax.Bosh3, "tableau"),
+    "kvaerno3": SolverSpec(diffrax.Kvaerno3, "uncounted"),
+    "kvaerno5": SolverSpec(diffrax.Kvaerno5, "uncounted", controller=(("pcoeff", 0.3), ("icoeff", 0.4))),
+    "ros34pw2": SolverSpec(Ros34PW2, "reported", w_mode="auto"),
+    "ros34pw2_krylov": SolverSpec(Ros34PW2, "reported", w_mode="krylov"),
+    "rkc": SolverSpec(RKC, "reported"),
+}
+SOLVER_NAMES = (*SOLVERS, "auto")
 
 # `solver="auto"`: explicit Tsit5 needs about stiffness/3 steps, where
 # stiffness = (sharpness(θ0) + λ) × horizon; ROS34PW2 needs a number of steps that hardly
@@ -247,14 +271,11 @@ def solver_name(solver) -> str:
 
 
 def make_solver(solver, problem: Problem, lam, slow: bool, rtol, atol):
-    """The Diffrax solver object for a name of `_SOLVERS`, given the problem it will solve (a
+    """The Diffrax solver object for a name of `SOLVERS`, given the problem it will solve (a
     solver object given by the user is used as it is)."""
     if not isinstance(solver, str):
         return solver
-    cls = _SOLVERS[solver]
-    if cls is Ros34PW2:
-        return Ros34PW2(choose_w_matrix(problem, lam, slow, _W_MODES[solver]), rtol=rtol, atol=atol)
-    return cls()
+    return SOLVERS[solver].build(problem, lam, slow, rtol, atol)
 
 
 def check_options(time: str, solver: str, max_steps: int) -> None:
@@ -639,8 +660,8 @@ def _explicit_work(solver) -> tuple[int, int] | None:
     solver, from its Butcher tableau (s stages, one fewer per step when first-same-as-last), or
     None when the count is not known in advance (implicit and Rosenbrock solvers count otherwise)."""
     if isinstance(solver, str):
-        cls = _SOLVERS[solver]
-        solver = cls() if issubclass(cls, diffrax.AbstractERK) else None
+        spec = SOLVERS[solver]
+        solver = spec.cls() if spec.work == "tableau" else None
     if not isinstance(solver, diffrax.AbstractERK) or isinstance(solver, diffrax.AbstractImplicitSolver):
         return None
     tableau = solver.tableau
@@ -651,27 +672,26 @@ def _explicit_work(solver) -> tuple[int, int] | None:
 def _counts_work(solver) -> bool:
     """Whether the step reports `(error, counts)` (gflow's Rosenbrock-W and RKC), read by
     `CountingController`."""
-    return isinstance(solver, Ros34PW2 | RKC) or (isinstance(solver, str) and _SOLVERS.get(solver) in (Ros34PW2, RKC))
+    if isinstance(solver, str):
+        return SOLVERS[solver].work == "reported"
+    return isinstance(solver, Ros34PW2 | RKC)
 
 
 def _startup_counts(solver) -> dict[str, int]:
     """Work a counting solver does before its first step (not seen by `CountingController`):
     the evaluation that picks dt0 plus the solver's own `init`."""
-    own = (_SOLVERS[solver]() if isinstance(solver, str) else solver).startup_counts()
+    own = (SOLVERS[solver].cls() if isinstance(solver, str) else solver).startup_counts()
     return {**own, "num_vf_evals": own.get("num_vf_evals", 0) + 1}
 
 
 def _controller(solver, rtol, atol):
-    if _counts_work(solver):
-        # The Rosenbrock-W steps report their evaluation counts next to the error estimate.
-        return CountingController(diffrax.PIDController(rtol=rtol, atol=atol))
-    if solver == "kvaerno5":
-        # A proportional-integral controller stops Kvaerno5's step size from oscillating across
-        # its Newton convergence limit: on the demo, 1487 steps (327 rejected) instead of 3499
-        # (1715 rejected) with the default integral-only controller. Kvaerno3 gains nothing
-        # (2948 steps vs 2608), so it keeps the default.
-        return diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4)
-    return diffrax.PIDController(rtol=rtol, atol=atol)
+    pid = diffrax.PIDController(
+        rtol=rtol, atol=atol, **dict(SOLVERS[solver].controller if isinstance(solver, str) else ())
+    )
+    # gflow's own steps report their evaluation counts next to the error estimate, on purpose:
+    # Diffrax rolls the solver state back when it rejects a step, so counts kept in the state
+    # would miss the rejected steps' work.
+    return CountingController(pid) if _counts_work(solver) else pid
 
 
 @eqx.filter_jit

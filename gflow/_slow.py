@@ -38,7 +38,7 @@ from ._manifold import (
 )
 from ._problem import Problem, ProblemError, _is_concrete
 from ._simulate import (
-    _SOLVERS,
+    SOLVERS,
     _controller,
     _param_dtype,
     _scalar,
@@ -165,8 +165,8 @@ def flow_limit(
     """
     if not isinstance(problem, Problem):
         raise ProblemError(f"flow_limit needs a gflow.Problem, got {type(problem).__name__}")
-    if not isinstance(solver, str) or solver not in (*_SOLVERS, "auto"):
-        raise ProblemError(f"unknown solver {solver!r}; choose one of {', '.join((*_SOLVERS, 'auto'))}")
+    if not isinstance(solver, str) or solver not in (*SOLVERS, "auto"):
+        raise ProblemError(f"unknown solver {solver!r}; choose one of {', '.join((*SOLVERS, 'auto'))}")
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ProblemError(f"max_steps must be a positive int, got {max_steps!r}")
     dtype = _param_dtype(problem)
