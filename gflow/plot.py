@@ -244,35 +244,26 @@ def plot_fourier(*embeddings, labels=None, title: str | None = None, fig=None):
 
 
 def plot_slow_flow(full, slow: Trajectory, *, metric: str = "norm", at=None, title: str | None = None, fig=None):
-    r"""Full flows at several λ against the slow flow, in slow time τ = λt.
-
-    Builds `gflow.compare(full, slow, at=at)` and draws it with `plot_comparison`. Both runs need
-    `save_params=True` (see `compare`). `at` defaults to three slow times at the 25%, 50% and 90%
-    quantiles of the τ values where every distance is finite. Returns the matplotlib Figure.
+    r"""Full flows at several λ against the slow flow, in slow time τ = λt: `plot_comparison` of
+    `gflow.compare(full, slow, at=at)`. Both runs need `save_params=True` (see `compare`).
+    Returns the matplotlib Figure.
     """
     from ._problem import ProblemError
     from ._slow import _members, compare
 
-    runs = _members(full)
     if metric not in slow.metrics:
         raise ProblemError(f"metric {metric!r} is not recorded; choose one of {', '.join(slow.metrics)}")
-    ds = compare(list(runs), slow)
-    if at is None:
-        tau, dist = ds["tau"].values, np.atleast_2d(ds["distance"].values)
-        finite = np.all(np.isfinite(dist) & (dist > 0), axis=0) & (tau > 0)
-        cand = tau[finite]
-        at = [] if cand.size == 0 else sorted({float(cand[int(q * (cand.size - 1))]) for q in (0.25, 0.5, 0.9)})
-    if len(runs) >= 2 and len(at):
-        ds = compare(list(runs), slow, at=at)
     title = title or f"full flows against the slow flow in slow time ({slow.solver})"
-    return plot_comparison(ds, metric=metric, title=title, fig=fig)
+    return plot_comparison(compare(_members(full), slow, at=at), metric=metric, title=title, fig=fig)
 
 
 def plot_comparison(ds, *, metric: str = "norm", title: str | None = None, fig=None):
     r"""The figure of a `gflow.compare` Dataset (or any Dataset with its variables): top,
     `full_<metric>` of every λ against τ (log axis) with `slow_<metric>` dashed in black, and an
-    inset with the distance ‖θ^λ(τ/λ) − θ°(τ)‖ against λ (log-log, one line per `tau_at`, a
-    slope-1 guide, the fitted `order` in the legend); bottom, the distance against τ for every λ.
+    inset with the distance ‖θ^λ(τ/λ) − θ°(τ)‖ against λ (log-log, one line per reported slow
+    time, a slope-1 guide, the fitted `order` in the legend); bottom, the distance against τ for
+    every λ. The reported slow times are the Dataset's `tau_at` (`compare(..., at=...)`), or else
+    the 25%, 50% and 90% quantiles of the τ values where every distance is finite.
     Returns the matplotlib Figure.
     """
     import matplotlib.pyplot as plt
@@ -282,7 +273,12 @@ def plot_comparison(ds, *, metric: str = "norm", title: str | None = None, fig=N
     dist = np.atleast_2d(ds["distance"].values)
     full = np.atleast_2d(ds[f"full_{metric}"].values)
     order = np.argsort(-lams)  # largest λ first
-    at = np.atleast_1d(ds["tau_at"].values) if "tau_at" in ds.coords else np.array([])
+    if "tau_at" in ds.coords:
+        at = np.atleast_1d(ds["tau_at"].values)
+    else:
+        finite = np.all(np.isfinite(dist) & (dist > 0), axis=0) & (tau > 0)
+        cand = tau[finite]
+        at = np.array(sorted({float(cand[int(q * (cand.size - 1))]) for q in (0.25, 0.5, 0.9)}) if cand.size else [])
 
     if fig is None:
         fig = plt.figure(figsize=(8.5, 8), layout="constrained")
