@@ -1,4 +1,4 @@
-"""One accelerator, one call, under 8 minutes: the runs that decide whether paper-size work is cheap.
+"""One accelerator, one call, meant to fit 8 minutes: the runs that decide whether paper-size work is cheap.
 
     python benchmarks/gpu.py              # on the GPU machine: results/gpu.json and a table on stdout
     python benchmarks/gpu.py --readme     # also writes the table into benchmarks/README.md ("GPU")
@@ -11,7 +11,8 @@ Parts (float64 except the transformer, which is float32 like its figure):
    η = 0.002). The flow by `solver="auto"` (Bosh3 at rtol 1e-3 on a ReLU field), and gradient
    descent at the paper's η = 0.002, timed on a segment and extrapolated to the paper's steps.
 2. `sweep`: members per second of one vmapped `gflow.sweep` call at 64 and 512 members (the
-   diagonal network of `sweep_throughput.py`), against `simulate` called member by member.
+   grid and diagonal network of `sweep_throughput.py`), against `simulate` called member by
+   member (timed on one member per λ, scaled to the grid).
 3. `stiff`: the suite's largest rows (`problems.py`): the modular MLP (GELU, 11 200 parameters)
    at λ = 1e-5 by ROS34PW2, RKC and Tsit5 at rtol 1e-6, and Musat's embedding network at
    λ = 1e-4 by ROS34PW2 and RKC, to t1 = 10/λ; each row's final state against the problem's
@@ -34,7 +35,6 @@ import argparse
 import json
 import math
 import pathlib
-import platform
 import sys
 import time
 
@@ -50,8 +50,9 @@ if str(HERE.parent) not in sys.path:  # `python benchmarks/gpu.py` from the repo
 
 import gflow  # noqa: E402
 
-# Run-time share of each part, seconds, after its first (compiling) calls: about 5 minutes of
-# running and, by the compile times of similar models on CPU, 1-2 minutes of compiling.
+# Run-time share of each part, seconds, after its first (compiling) calls: 5 minutes of running,
+# leaving about 3 for compiling. Compile times on a GPU are not measured yet; on the CPU at the
+# smoke sizes a part's first calls took 5-12 s.
 BUDGET_S = {"lyu_fig2a": 110.0, "sweep": 40.0, "stiff": 100.0, "transformer": 50.0}
 SMOKE_BUDGET_S = {"lyu_fig2a": 5.0, "sweep": 5.0, "stiff": 5.0, "transformer": 5.0}
 SAVES_PER_PIECE = 10
@@ -77,11 +78,6 @@ def _sizes(smoke: bool) -> dict:
         },
         "transformer": "full",
     }
-
-
-def _flat(model) -> np.ndarray:
-    leaves = [np.asarray(x, float).ravel() for x in jax.tree.leaves(model) if hasattr(x, "dtype")]
-    return np.concatenate(leaves)
 
 
 def flow_in_pieces(problem, lam, t1, *, budget_s, solver, rtol=None, atol=None, t_first=None):
@@ -157,44 +153,33 @@ def part_lyu(sizes, budget_s) -> list[dict]:
     return rows
 
 
-def _diag_member(key, alpha):
-    return gflow.tasks.diagonal_regression(key, n=20, d=60, k=3, alpha=alpha, parameterisation="uv")
-
-
 def part_sweep(sizes, budget_s) -> list[dict]:
+    from benchmarks import sweep_throughput as st
+
     rows, spent = [], 0.0  # run time of the timed calls so far
     for members in sizes["sweep_members"]:
         if spent > budget_s:
             rows.append({"part": "sweep", "what": f"{members} members", "method": "skipped (budget)"})
             continue
-        lam = np.geomspace(1e-2, 1e-1, 4)
-        seeds = np.arange(members // 4)
-
-        def grid():
-            return gflow.sweep(
-                _diag_member, lam=lam, seed=seeds, alpha=[1.0], t1=3.0, solver="tsit5", saveat=50,
-                progress=False, chunk_size=members,
-            )  # fmt: skip
-
+        # sweep_throughput.py's grid and task, the whole grid as one call (the accelerator default).
         start = time.perf_counter()
-        grid()
+        st.run_sweep(members, chunk_size=members)
         first = time.perf_counter() - start
         start = time.perf_counter()
-        ds = grid()
+        ds = st.run_sweep(members, chunk_size=members)
         run = time.perf_counter() - start
-        # One member at a time (one compiled simulate, reused): the loop a user would write.
-        save_ts = ds["time"].values
-        problem = _diag_member(jax.random.PRNGKey(0), 1.0)
-        jax.block_until_ready(gflow.simulate(problem, 0.01, 3.0, solver="tsit5", saveat=save_ts, time="slow"))
+        # The loop a user would write (one compiled simulate, reused), timed on one member per λ
+        # (the members of a λ cost alike) and scaled to the grid.
+        st.run_loop(1, ds["time"].values)
         start = time.perf_counter()
-        jax.block_until_ready(gflow.simulate(problem, 0.01, 3.0, solver="tsit5", saveat=save_ts, time="slow"))
-        per_member = time.perf_counter() - start
-        spent += run + per_member
+        st.run_loop(4, ds["time"].values)
+        per_member = (time.perf_counter() - start) / 4
+        spent += run + 4 * per_member
         rows.append(
             {
                 "part": "sweep",
                 "what": f"{members} members in one vmapped call",
-                "method": "tsit5",
+                "method": st.SOLVER,
                 "first_call_s": first,
                 "run_s": run,
                 "members_per_s": members / run,
@@ -208,6 +193,7 @@ def part_sweep(sizes, budget_s) -> list[dict]:
 
 def part_stiff(sizes, budget_s) -> list[dict]:
     from benchmarks.problems import PROBLEMS
+    from benchmarks.suite import _flat
 
     cfg = sizes["stiff"]
     rows, spent = [], 0.0  # run time after the first calls so far
@@ -255,20 +241,11 @@ PARTS = {"lyu_fig2a": part_lyu, "sweep": part_sweep, "stiff": part_stiff, "trans
 
 
 def machine() -> dict:
-    import diffrax
-    import equinox
+    """suite.py's machine description plus the accelerator's name."""
+    from benchmarks.suite import machine_info
 
     device = jax.devices()[0]
-    return {
-        "device": getattr(device, "device_kind", str(device)),
-        "platform": device.platform,
-        "devices": len(jax.devices()),
-        "host": platform.platform(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "diffrax": diffrax.__version__,
-        "equinox": equinox.__version__,
-    }
+    return {**machine_info(), "device": getattr(device, "device_kind", str(device)), "platform": device.platform}
 
 
 def _fmt(x, digits=3) -> str:
