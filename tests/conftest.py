@@ -54,3 +54,22 @@ def figure_run(tmp_path_factory):
         return done[key]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """`benchmark_module("gpu")`: the module `benchmarks/gpu.py`. The benchmark scripts are run
+    from the repository root, not installed, so their folder is put on `sys.path` for the import
+    (as the scripts do themselves)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+
+    def load(name: str):
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        return importlib.import_module(f"benchmarks.{name}")
+
+    return load

@@ -43,15 +43,11 @@ def test_smoke_writes_every_part(smoke):
     assert "| part | what | method |" in stdout and "smoke sizes" in stdout
 
 
-def test_a_part_out_of_budget_stops_after_its_first_piece():
-    sys.path.insert(0, str(REPO))
-    try:
-        import jax
+def test_a_part_out_of_budget_stops_after_its_first_piece(benchmark_module):
+    import jax
 
-        from benchmarks import gpu
-    finally:
-        sys.path.remove(str(REPO))
-    problem = gpu._diag_member(jax.random.PRNGKey(0), 1.0)
+    gpu = benchmark_module("gpu")
+    problem = benchmark_module("sweep_throughput").make_problem(jax.random.PRNGKey(0), 1.0)
     traj, row = gpu.flow_in_pieces(problem, 0.01, 300.0, budget_s=0.0, solver="tsit5")
     # One piece (to t1·1e-3) ran, then the budget stopped it: not finished, and it says how far.
     assert row["t_reached"] == pytest.approx(0.3) and not row["finished"]
@@ -59,12 +55,8 @@ def test_a_part_out_of_budget_stops_after_its_first_piece():
     assert row["finished"] and row["t_reached"] == pytest.approx(300.0)
 
 
-def test_readme_block_is_replaced_in_place(tmp_path):
-    sys.path.insert(0, str(REPO))
-    try:
-        from benchmarks import gpu
-    finally:
-        sys.path.remove(str(REPO))
+def test_readme_block_is_replaced_in_place(tmp_path, benchmark_module):
+    gpu = benchmark_module("gpu")
     readme = tmp_path / "README.md"
     readme.write_text(f"# B\n\ntext\n{gpu.README_START}\nold\n{gpu.README_END}\nafter\n")
     gpu.write_readme("| new | table |", readme)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import pathlib
-import sys
 
 import equinox as eqx
 import jax
@@ -38,7 +36,6 @@ from gflow._slow import (
 # Pinned solver: the "auto" rule is exercised where slow_flow computes Φ(θ0) itself.
 LIMIT_TOLS = {"rtol": 1e-12, "atol": 1e-14, "solver": "kvaerno5"}
 MANIFOLD_TOL = 1e-8
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def rel_err(a, b) -> float:
@@ -459,17 +456,13 @@ def test_per_example_jacobian_projection_for_mse():
     np.testing.assert_allclose(steps[0], steps[1], atol=1e-10 * np.linalg.norm(steps[1]))
 
 
-def test_tangent_projection_benchmark_smoke(tmp_path):
+def test_tangent_projection_benchmark_smoke(tmp_path, benchmark_module):
     # `benchmarks/tangent_projection.py --quick` in this process (its main(argv), as the script
     # runs it), without a fresh interpreter's start-up and JAX import.
     import contextlib
     import io
 
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks import tangent_projection
-    finally:
-        sys.path.remove(str(ROOT))
+    tangent_projection = benchmark_module("tangent_projection")
     out = tmp_path / "tangent_projection.json"
     # The script runs without the suite's strict rank promotion (conftest.py), as on its own.
     with contextlib.redirect_stdout(io.StringIO()), jax.numpy_rank_promotion("allow"):

@@ -655,7 +655,7 @@ def test_float32_run_keeps_its_dtype():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_benchmark_quick_smoke(tmp_path):
+def test_benchmark_quick_smoke(tmp_path, benchmark_module):
     out = tmp_path / "bench"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "suite.py"), "--quick", "--out", str(out)],
@@ -682,8 +682,7 @@ def test_benchmark_quick_smoke(tmp_path):
             assert r["reason"]
     # report.py: a later part's run replaces the same (problem, λ, method) of an earlier part, and
     # every run says which part it came from; the README section carries both.
-    sys.path.insert(0, str(REPO))
-    from benchmarks import report
+    report = benchmark_module("report")
 
     rerun = json.loads(json.dumps(data))
     rerun["config"]["started"] = "later"
