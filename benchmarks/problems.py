@@ -94,12 +94,30 @@ def modular_mlp(quick: bool = False) -> gflow.Problem:
     )
 
 
+def teacher_student_tanh(quick: bool = False) -> gflow.Problem:
+    """A user's own model: an `eqx.nn.MLP` student (tanh, width 32, depth 2, 1 441 parameters)
+    fitting a smaller tanh teacher (width 4, depth 1) on 100 Gaussian inputs in 10 dimensions,
+    mean squared error, 200 test inputs. Nothing here comes from `gflow.tasks`: it is the
+    teacher–student regression a researcher writes in a few lines."""
+    in_size, width, n_train = (4, 8, 20) if quick else (10, 32, 100)
+    keys = jax.random.split(jax.random.key(0), 4)
+    teacher = eqx.nn.MLP(in_size, "scalar", 4, 1, activation=jnp.tanh, key=keys[0])
+    student = eqx.nn.MLP(in_size, "scalar", width, 2, activation=jnp.tanh, key=keys[1])
+
+    def data(key, n):
+        x = jax.random.normal(key, (n, in_size))
+        return {"x": x, "y": jax.vmap(teacher)(x)}
+
+    return gflow.Problem(student, data(keys[2], n_train), loss="mse", test=data(keys[3], 2 * n_train))
+
+
 PROBLEMS = {
     "diag100": lambda quick: diagonal_network(40 if quick else 100),
     "diag1000": lambda quick: diagonal_network(1000),
     "matrix_completion": matrix_completion,
     "musat_embedding": musat_embedding,
     "modular_mlp": modular_mlp,
+    "teacher_student_tanh": teacher_student_tanh,
 }
 
 

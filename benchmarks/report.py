@@ -115,6 +115,43 @@ def speedups_table(result: dict, method: str = "ros34pw2") -> str:
     return "\n".join(lines)
 
 
+# The ODE methods `solver="auto"` chooses between, at the suite's tolerance (rtol 1e-6).
+AUTO_CANDIDATES = ("tsit5", "kvaerno5", "ros34pw2", "ros34pw2_krylov", "rkc")
+
+
+def auto_table(result: dict) -> str:
+    """Per (problem, λ): the solver `"auto"` picks, its cost, and the cheapest of the ODE methods
+    run at the same tolerance (by wall time; estimated rows count at their estimate)."""
+    lines = [
+        '| problem | λ | sharpness(θ0) | `"auto"` takes | its wall [s] | cheapest | its wall [s] | wall ratio | '
+        "grad-equiv. ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for problem in result["problems"]:
+        for lam in result["config"]["lams"]:
+            choice = result.get("auto", {}).get(f"{problem}@{lam:g}")
+            if choice is None:
+                continue
+            costs = {}
+            for method in AUTO_CANDIDATES:
+                wall, _ = _cost(_row(result, problem, lam, method), "wall")
+                if wall is not None:
+                    costs[method] = wall
+            if not costs or choice["solver"] not in costs:
+                continue
+            best = min(costs, key=costs.get)
+            ge_auto, _ = _cost(_row(result, problem, lam, choice["solver"]), "ge")
+            ge_best, _ = _cost(_row(result, problem, lam, best), "ge")
+            ge_ratio = ge_auto / ge_best if ge_auto and ge_best else None
+            lines.append(
+                f"| {problem} | {lam:g} | {choice['sharpness_0']:.3g} | {choice['solver']} | "
+                f"{_wall(_row(result, problem, lam, choice['solver']))} | {best} | "
+                f"{_wall(_row(result, problem, lam, best))} | {costs[choice['solver']] / costs[best]:.2f}× | "
+                f"{_num(ge_ratio, '{:.2f}×')} |"
+            )
+    return "\n".join(lines)
+
+
 def machine_text(result: dict) -> str:
     m = result["machine"]
     cfg = result["config"]
@@ -137,6 +174,9 @@ def parts_text(result: dict) -> str:
     items = []
     for number, part in enumerate(parts, start=1):
         load = ", ".join(f"{x:.1f}" for x in part.get("load_average_at_start") or [])
+        if not part["methods"]:
+            items.append(f'part {number}: what `solver="auto"` takes for every row (`--auto-only`), {part["started"]}')
+            continue
         items.append(
             f"part {number}: {', '.join(part['problems'])} at λ = {', '.join(f'{v:g}' for v in part['lams'])}, "
             f"{', '.join(part['methods'])}; started {part['started']}, load average {load}"
@@ -216,6 +256,15 @@ def section(result: dict, summary: str = "") -> str:
         "",
         speedups_table(result, "tsit5"),
         "",
+        '### `solver="auto"` against the cheapest method',
+        "",
+        'What `solver="auto"` (`gflow._simulate.choose_solver`) takes for each row, from the sharpness at θ0 '
+        "(power iteration), t1, the loss and the number of outputs, against the cheapest of "
+        f"{', '.join(AUTO_CANDIDATES)} at the same tolerance (rtol 1e-6). Gradient descent is left out: it "
+        "does not meet a tolerance.",
+        "",
+        auto_table(result),
+        "",
         "### Every run",
         "",
         "Memory is the peak resident set of the run's own process (JAX's CPU client has no device-memory "
@@ -275,6 +324,7 @@ def merge(results: list[dict]) -> dict:
         cfg["finished"] = part["config"].get("finished", cfg.get("finished"))
         out["problems"].update(part["problems"])
         out["references"].update(part["references"])
+        out.setdefault("auto", {}).update(part.get("auto", {}))
         replaced = {(r["problem"], r["lam"], r["method"]) for r in part["runs"]}
         out["runs"] = [r for r in out["runs"] if (r["problem"], r["lam"], r["method"]) not in replaced]
         out["runs"] += [{**r, "part": number} for r in part["runs"]]

@@ -435,6 +435,8 @@ def run_suite(args) -> dict:
     methods = (
         args.methods.split(",") if args.methods else (["gd", "tsit5", "ros34pw2"] if args.quick else list(METHODS))
     )
+    if args.auto_only:
+        methods = []
     repeats = 1 if args.quick else args.repeats
     result = {
         "config": {
@@ -454,6 +456,8 @@ def run_suite(args) -> dict:
         "machine": machine_info(),
         "problems": {},
         "references": {},
+        # What `solver="auto"` picks for each (problem, λ) at t1 = 10/λ, with the sharpness it read.
+        "auto": {},
         "runs": [],
     }
     name = "long_horizons_quick.json" if args.quick else "long_horizons.json"
@@ -472,6 +476,11 @@ def run_suite(args) -> dict:
         result["problems"][pname] = info
         for lam in lams:
             key = f"{pname}@{lam:g}"
+            solver, sharp = gflow._simulate.choose_solver(problem, lam, 10 / lam)
+            result["auto"][key] = {"solver": solver, "sharpness_0": sharp}
+            print(f"[{key}] solver='auto' takes {solver} (sharpness at θ0 {sharp:.3g})", flush=True)
+            if args.auto_only:
+                continue
             ref_file = cache / f"{pname}{'_quick' if args.quick else ''}_{lam:g}.npz"
             meta_file = ref_file.with_suffix(".json")
             if ref_file.exists() and meta_file.exists() and not args.fresh:
@@ -567,6 +576,9 @@ def main(argv=None):
     parser.add_argument("--worker-timeout", type=float, default=1800.0)
     parser.add_argument("--ref-timeout", type=float, default=7200.0)
     parser.add_argument("--fresh", action="store_true", help="recompute cached references")
+    parser.add_argument(
+        "--auto-only", action="store_true", help="record only what solver='auto' picks (no references, no runs)"
+    )
     parser.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

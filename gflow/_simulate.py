@@ -74,11 +74,17 @@ SOLVERS: dict[str, SolverSpec] = {
 }
 SOLVER_NAMES = (*SOLVERS, "auto")
 
-# `solver="auto"`: explicit Tsit5 needs about stiffness/3 steps, where
-# stiffness = (sharpness(θ0) + λ) × horizon; ROS34PW2 needs a number of steps that hardly
-# depends on it (see benchmarks/README.md, "Long horizons"), so it wins once stiffness exceeds
-# AUTO_STIFFNESS.
-AUTO_STIFFNESS = 2e3
+# `solver="auto"`: explicit Tsit5 needs up to about stiffness/3 steps, where
+# stiffness = (sharpness(θ0) + λ) × horizon; the stiff solvers (ROS34PW2, RKC) need a number of
+# steps that hardly depends on it, so they win once stiffness exceeds AUTO_STIFFNESS. Measured on
+# the suite (benchmarks/README.md, "Long horizons", rtol 1e-6): Tsit5 was 2.9× faster than RKC on
+# matrix completion at stiffness 1.0e4, and 5.1× slower on Musat's network at the suite's quick
+# size at 1.48e4 (its sharpness rises from 15 at θ0 during the fit) and 5.3× slower on the tanh
+# teacher–student at 2.2e4. The threshold sits in that narrow band (it was 2e3, which sent matrix
+# completion at λ = 1e-2 to ROS34PW2 at 14× Tsit5's wall time). Erring high costs more than erring
+# low: a misplaced RKC run costs at most a few times an accuracy-limited Tsit5 run, a misplaced
+# Tsit5 run grows with the stiffness.
+AUTO_STIFFNESS = 1.2e4
 # Losses whose curvature vanishes with the loss (`AbstractLoss.curvature_vanishes_when_fitted`:
 # `CrossEntropy`, `Logistic`): for cross-entropy and logistic losses
 # ∇²F ≈ Jᵀ H_out J with H_out ~ the loss, so once the train set is fitted the sharpness falls
@@ -106,6 +112,17 @@ AUTO_NONSMOOTH_ATOL = 1e-5
 # (d = 1000, N = 50) it took 0.45 s against RKC's 0.82 s at λ = 1e-4 and 0.72 s against 3.0 s at
 # λ = 1e-5, at equal error.
 AUTO_MATRIX_FREE_STIFF_SOLVER = "rkc"
+# Stiff flows with a factored (Woodbury) W-matrix: RKC or ROS34PW2? Per step ROS34PW2 pays ≈ N + 4
+# gradient-equivalents (N vector–Jacobian products to form the Gauss–Newton factor, then its
+# stages), RKC pays its s stages, where 0.653·s² ≥ h·sharpness; at the same tolerance both take a
+# few hundred to 1 500 steps. So RKC is cheaper when the sharpness is small against (N + 4)².
+# The crossover measured on the suite (benchmarks/README.md, "Long horizons": sharpness(θ0) /
+# (N + 4)² of 0.67 and 0.41 on the diagonal networks, where ROS34PW2 was up to 22× and 4× faster,
+# 1.4e-3 on matrix completion, where RKC was 2.4–5× faster) lies between; this is its geometric
+# middle. The sharpness at θ0 stands for the whole solve, which it does not describe: by t1 = 10/λ
+# at λ = 1e-5 it has fallen 140-fold on matrix completion and 170-fold on the diagonal network.
+# The threshold is an empirical crossover between those problems, not a per-step cost model.
+AUTO_RKC_SHARPNESS_PER_OUTPUT_SQUARED = 0.03
 # Kept for callers that read it; ROS34PW2 forms no d × d matrix above AUTO_MAX_DENSE_PARAMS.
 AUTO_MAX_DENSE_PARAMS = 500
 
@@ -215,11 +232,14 @@ def choose_solver(
       abs, max, `where` on parameters) and `detect_kinks`;
     - else `tsit5` for losses whose curvature collapses once the train set is fitted
       (`loss.curvature_vanishes_when_fitted`: cross-entropy, logistic);
-    - else, when the stiffness ratio (sharpness(θ0) + λ) × horizon exceeds `AUTO_STIFFNESS`:
-      `ros34pw2` (Rosenbrock-W) if its W-matrix is factored (Woodbury for few outputs, dense for
-      small models), `rkc` (Runge–Kutta–Chebyshev, `AUTO_MATRIX_FREE_STIFF_SOLVER`) if it would
-      need conjugate gradients;
-    - else `tsit5`.
+    - else `tsit5` when the stiffness ratio (sharpness(θ0) + λ) × horizon is at most
+      `AUTO_STIFFNESS`;
+    - else `rkc` (Runge–Kutta–Chebyshev, `AUTO_MATRIX_FREE_STIFF_SOLVER`) if ROS34PW2 would need
+      conjugate gradients for its W-matrix, or if it would factor it by Woodbury over N outputs
+      but sharpness(θ0) + λ ≤ `AUTO_RKC_SHARPNESS_PER_OUTPUT_SQUARED`·(N + 4)² (RKC's stages
+      then cost less than forming the N-output factor each step);
+    - else `ros34pw2` (Rosenbrock-W: Woodbury for few outputs and a sharp loss, dense for small
+      models).
 
     `horizon` is the final ODE time t1 (τ1/λ in slow time). `matrix_free_rkc=False` keeps
     `ros34pw2` for every stiff smooth flow (`flow_limit` does: reading the W-matrix kind traces the
@@ -231,17 +251,18 @@ def choose_solver(
     if problem.loss.curvature_vanishes_when_fitted:
         return "tsit5", sharp
     stiffness = (sharp + float(lam)) * float(horizon)
-    if stiffness > AUTO_STIFFNESS:
-        if matrix_free_rkc and not _materialised_w(problem, lam):
-            return AUTO_MATRIX_FREE_STIFF_SOLVER, sharp
+    if stiffness <= AUTO_STIFFNESS:
+        return "tsit5", sharp
+    if not matrix_free_rkc:
         return "ros34pw2", sharp
-    return "tsit5", sharp
-
-
-def _materialised_w(problem: Problem, lam) -> bool:
-    """Whether ROS34PW2 would factor its W-matrix (Woodbury or dense) rather than run CG."""
     w = choose_w_matrix(problem, jnp.asarray(lam, _param_dtype(problem)), slow=False)
-    return bool(getattr(w, "woodbury", False) or getattr(w, "dense", False))
+    if getattr(w, "dense", False):
+        return "ros34pw2", sharp
+    if not getattr(w, "woodbury", False):
+        return AUTO_MATRIX_FREE_STIFF_SOLVER, sharp
+    if sharp + float(lam) <= AUTO_RKC_SHARPNESS_PER_OUTPUT_SQUARED * (num_outputs(problem) + 4) ** 2:
+        return AUTO_MATRIX_FREE_STIFF_SOLVER, sharp
+    return "ros34pw2", sharp
 
 
 def choose_w_matrix(problem: Problem, lam, slow: bool, mode: str = "auto"):

@@ -272,9 +272,9 @@ def test_auto_takes_rkc_where_rosenbrock_would_need_conjugate_gradients():
     problem = gflow.Problem(
         gflow.models.Linear(jnp.asarray(theta0)), {"x": jnp.asarray(x), "y": jnp.asarray(y)}, loss="mse"
     )
-    lam, t1 = 1e-3, 2e3
+    lam, t1 = 1e-3, 5e3
     name, sharp = gflow.choose_solver(problem, lam, t1)
-    assert name == "rkc" and (sharp + lam) * t1 > 1e4
+    assert name == "rkc" and (sharp + lam) * t1 > 2e4
     traj = gflow.simulate(problem, lam, t1, saveat=3, rtol=1e-8, atol=1e-10)
     assert traj.solver == "rkc" and bool(traj.ok), traj.message
     h, b = x.T @ x / 300, x.T @ y / 300
@@ -286,3 +286,30 @@ def test_auto_takes_rkc_where_rosenbrock_would_need_conjugate_gradients():
     # A few outputs on the same model: the factored (Woodbury) W-matrix, so ROS34PW2.
     few = gflow.Problem(problem.model, {"x": jnp.asarray(x[:20]), "y": jnp.asarray(y[:20])}, loss="mse")
     assert gflow.choose_solver(few, lam, t1)[0] == "ros34pw2"
+
+
+def test_auto_weighs_rkc_stages_against_the_woodbury_factor():
+    """With a factored (Woodbury) W-matrix over N outputs, `"auto"` takes RKC when
+    sharpness(θ0) + λ ≤ AUTO_RKC_SHARPNESS_PER_OUTPUT_SQUARED·(N + 4)² and ROS34PW2 above it, and
+    Tsit5 at a stiffness ratio ≤ AUTO_STIFFNESS: the suite's matrix completion (sharpness 10,
+    N = 80, where RKC took 2.4–5× less wall time than ROS34PW2) and diagonal network
+    (sharpness 388, N = 20, where ROS34PW2 was 2–22× faster). The RKC solve it picks matches
+    Tsit5 at rtol 1e-11."""
+    from gflow._rosenbrock import num_outputs
+    from gflow._simulate import AUTO_RKC_SHARPNESS_PER_OUTPUT_SQUARED, AUTO_STIFFNESS
+
+    completion = gflow.tasks.multiplication_table(0, d=20, fraction=0.2, alpha=10.0)
+    n = num_outputs(completion)
+    name, sharp = gflow.choose_solver(completion, 1e-2, 2e3)
+    assert n == 80 and sharp == pytest.approx(10.0, rel=1e-3)
+    assert name == "rkc" and (sharp + 1e-2) * 2e3 > AUTO_STIFFNESS
+    assert sharp < AUTO_RKC_SHARPNESS_PER_OUTPUT_SQUARED * (n + 4) ** 2
+    # A shorter horizon at the same λ is below the stiffness threshold: Tsit5.
+    assert gflow.choose_solver(completion, 1e-2, 1e3)[0] == "tsit5"
+    diagonal = gflow.tasks.diagonal_regression(0, n=20, d=50, k=5, alpha=3.0, parameterisation="squares")
+    name, sharp = gflow.choose_solver(diagonal, 1e-3, 1e4)
+    assert name == "ros34pw2" and sharp > AUTO_RKC_SHARPNESS_PER_OUTPUT_SQUARED * (num_outputs(diagonal) + 4) ** 2
+    traj = gflow.simulate(completion, 1e-2, 2e3, saveat=5, rtol=1e-8, atol=1e-10)
+    assert traj.solver == "rkc" and bool(traj.ok), traj.message
+    tight = gflow.simulate(completion, 1e-2, 2e3, solver="tsit5", saveat=5, rtol=1e-11, atol=1e-13)
+    assert rel_err(flat(traj.final), flat(tight.final)) <= 1e-6

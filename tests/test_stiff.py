@@ -694,3 +694,18 @@ def test_benchmark_quick_smoke(tmp_path, benchmark_module):
     assert {r["part"] for r in merged["runs"] if r["method"] != "tsit5"} == {1}
     text = report.section(merged, "SUMMARY LINE")
     assert "Merged from 2 parts" in text and "SUMMARY LINE" in text and "| 123 |" in text
+    # The suite records what solver="auto" takes for each row; the report sets it against the
+    # cheapest ODE method of the row (gradient descent, which meets no tolerance, left out).
+    choice = data["auto"]["diag100@0.01"]
+    assert choice["solver"] in ("tsit5", "ros34pw2", "rkc") and choice["sharpness_0"] > 0
+    runs = [("tsit5", 1.0, 100), ("ros34pw2", 3.0, 600), ("gd", 0.1, 10)]
+    synthetic = {
+        "problems": {"p": {}},
+        "config": {"lams": [0.1]},
+        "auto": {"p@0.1": {"solver": "ros34pw2", "sharpness_0": 5.0}},
+        "runs": [
+            {"problem": "p", "lam": 0.1, "method": m, "status": "ok", "wall_s": w, "grad_equivalents": g}
+            for m, w, g in runs
+        ],
+    }
+    assert "| p | 0.1 | 5 | ros34pw2 | 3 | tsit5 | 1 | 3.00× | 6.00× |" in report.auto_table(synthetic)
