@@ -28,6 +28,7 @@ from ._simulate import (
     check_options,
     choose_solver,
     default_divergence_norm,
+    default_max_steps,
     default_tolerances,
     log_times,
     save_spec,
@@ -481,7 +482,7 @@ def sweep(
     progress: bool = True,
     rtol=None,
     atol=None,
-    max_steps: int = 200_000,
+    max_steps: int | None = None,
     stop=None,
     store_key: str | None = None,
 ):
@@ -615,6 +616,7 @@ def sweep(
         chosen, _ = choose_solver(probe, float(lam_values.min()), horizon)
     kink_robust = solver == "auto" and chosen == AUTO_NONSMOOTH_SOLVER
     rtol_a, atol_a = default_tolerances(dtype, rtol, atol, nonsmooth=kink_robust)
+    max_steps = default_max_steps(max_steps, nonsmooth=kink_robust)
     stops, stop_values = stop_spec(probe, stop)
 
     devices = list(jax.devices() if devices is None else devices)

@@ -53,7 +53,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "rtol": None,
     "atol": None,
-    "max_steps": 200_000,
+    "max_steps": None,
 }
 _RUN_TYPES = {
     "lam": float,
@@ -388,13 +388,13 @@ def validate_config(cfg: Mapping) -> dict:
         if run[key] not in choices:
             raise ConfigError(f"run.{key} must be one of {', '.join(choices)}, got {run[key]!r}")
     for key in ("t1", "saves", "max_steps"):
-        if run[key] <= 0:
+        if run[key] is not None and run[key] <= 0:
             raise ConfigError(f"run.{key} must be > 0, got {run[key]}")
     if run["lam"] < 0:
         raise ConfigError(f"run.lam must be >= 0, got {run['lam']}")
     if run["saves"] < 2 or run["saves"] > MAX_SAVES:
         raise ConfigError(f"run.saves must be in [2, {MAX_SAVES}], got {run['saves']}")
-    if run["max_steps"] > MAX_STEPS:
+    if run["max_steps"] is not None and run["max_steps"] > MAX_STEPS:
         raise ConfigError(f"run.max_steps must be at most {MAX_STEPS}, got {run['max_steps']}")
     if not 0 <= run["seed"] < 2**32:
         raise ConfigError(f"run.seed must be an integer in [0, 2**32), got {run['seed']}")

@@ -15,7 +15,13 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import gflow
-from gflow._simulate import AUTO_NONSMOOTH_ATOL, AUTO_NONSMOOTH_RTOL, AUTO_NONSMOOTH_SOLVER
+from gflow._simulate import (
+    AUTO_NONSMOOTH_ATOL,
+    AUTO_NONSMOOTH_MAX_STEPS,
+    AUTO_NONSMOOTH_RTOL,
+    AUTO_NONSMOOTH_SOLVER,
+    DEFAULT_MAX_STEPS,
+)
 
 SLOPE = 0.1  # leaky-ReLU negative slope
 LAM, T1 = 1e-2, 200.0
@@ -67,6 +73,11 @@ def test_auto_finds_the_kink_and_takes_bosh3_at_its_tolerances(neuron):
     )
     assert int(auto.stats["num_steps"]) == int(spelled.stats["num_steps"])
     np.testing.assert_array_equal(np.asarray(auto.final.w), np.asarray(spelled.final.w))
+    # Its step budget is the kink path's (short steps where the flow slides along a kink); a
+    # named solver keeps the smooth default, and a given budget is kept.
+    assert int(auto.stats["max_steps"]) == AUTO_NONSMOOTH_MAX_STEPS == 2_000_000
+    assert int(spelled.stats["max_steps"]) == DEFAULT_MAX_STEPS == 200_000
+    assert int(gflow.simulate(problem, LAM, T1, saveat=TIMES, max_steps=5000).stats["max_steps"]) == 5000
     # Tolerances given by the user are kept.
     tight = gflow.simulate(problem, LAM, T1, rtol=1e-7, atol=1e-9, saveat=TIMES)
     assert tight.solver == "bosh3" and int(tight.stats["num_steps"]) > int(auto.stats["num_steps"])
@@ -158,6 +169,7 @@ def test_smooth_models_keep_the_smooth_rule_and_tolerances():
     assert gflow.nonsmooth_operations(problem) == ()
     auto = gflow.simulate(problem, 1e-2, 20.0)
     assert auto.solver == "tsit5" and not bool(auto.stats["nonsmooth"])
+    assert int(auto.stats["max_steps"]) == DEFAULT_MAX_STEPS
     plain = gflow.simulate(problem, 1e-2, 20.0, solver="tsit5")  # rtol 1e-8, atol 1e-10
     assert int(auto.stats["num_steps"]) == int(plain.stats["num_steps"])
 
