@@ -3,7 +3,9 @@ gradient flow, measured on what researchers read (fit time, grokking time, final
 
     python benchmarks/relu_flows.py                      # Lyu's quick MLP at λ = 1e-3 (tens of minutes)
     python benchmarks/relu_flows.py --lams 1e-3,1e-4     # also λ = 1e-4 (t1 = 10/λ = 1e5)
-    python benchmarks/relu_flows.py --smoke              # a tiny instance, seconds (what the test runs)
+    python benchmarks/relu_flows.py --lams 1e-4 --methods auto,gd --ref-lr 0.075 --no-order-check
+                                                         # λ = 1e-4 against GD at 0.15 and 0.075 (~25 min)
+    python benchmarks/relu_flows.py --smoke              # the quick problem at λ = 1e-2 (a few minutes)
     python benchmarks/relu_flows.py --readme             # also write the table in benchmarks/README.md
 
 Problem: `gflow.tasks.modular_arithmetic(0, p=23, width=128, train_fraction=0.9)`, Lyu's E3.1
@@ -27,7 +29,8 @@ compilation apart (first call minus a second, identical call, each ended by
 `block_until_ready`; calls over 30 s are not repeated, and their time includes the few seconds of
 compilation: "compile s" is then "-").
 
-Writes `results/relu_flows[_smoke].json` and, with `--readme`, the table under "## ReLU flows"
+Writes `results/relu_flows[_smoke][_lamΛ].json` (`_lamΛ` when `--lams` is given) and, with
+`--readme`, the table under "## ReLU flows"
 in benchmarks/README.md.
 """
 
@@ -57,6 +60,7 @@ SIZES = {
 # A step cap that keeps a crawling solve to minutes (its row then says max_steps_reached).
 MAX_STEPS = 60_000
 METHODS = (
+    "auto",
     "gd",
     "tsit5@1e-3",
     "tsit5@1e-4",
@@ -135,17 +139,22 @@ def run_flow(problem, lam: float, t1: float, method: str, saves: int) -> dict:
 
     import gflow
 
-    name, rtol = method.split("@")
-    rtol = float(rtol)
-    solver = {"tsit5": diffrax.Tsit5(), "bosh3": diffrax.Bosh3(), "heun": diffrax.Heun(), "rkc": gflow.RKC()}[name]
     saveat = np.asarray(gflow.log_times(np.float64(t1), saves, 1e-2))
-    traj, run_s, compile_s = _timed(
-        lambda: gflow.simulate(
-            problem, lam, t1, solver=solver, rtol=rtol, atol=rtol * 1e-2, saveat=saveat, max_steps=MAX_STEPS
+    if method == "auto":
+        # `simulate` at its defaults: what a user gets (solver, tolerances and step budget).
+        rtol = None
+        traj, run_s, compile_s = _timed(lambda: gflow.simulate(problem, lam, t1, saveat=saveat))
+    else:
+        name, rtol = method.split("@")
+        rtol = float(rtol)
+        solver = {"tsit5": diffrax.Tsit5(), "bosh3": diffrax.Bosh3(), "heun": diffrax.Heun(), "rkc": gflow.RKC()}[name]
+        traj, run_s, compile_s = _timed(
+            lambda: gflow.simulate(
+                problem, lam, t1, solver=solver, rtol=rtol, atol=rtol * 1e-2, saveat=saveat, max_steps=MAX_STEPS
+            )
         )
-    )
     row = {
-        "method": method,
+        "method": method if method != "auto" else f"auto ({traj.solver})",
         "rtol": rtol,
         # RKC's power method adds Hessian–vector products (2 gradients each).
         "gradients": int(traj.stats.get("num_gradient_equivalents", traj.stats["num_vf_evals"])),
@@ -159,29 +168,37 @@ def run_flow(problem, lam: float, t1: float, method: str, saves: int) -> dict:
     return row
 
 
-def reference(problem, lam: float, t1: float, lr: float, saves: int, echo=print) -> tuple[dict, list[dict]]:
-    """Gradient descent at 4η, 2η and η, Richardson-extrapolated to η → 0.
+def reference(
+    problem, lam: float, t1: float, lr: float, saves: int, echo=print, *, order_check: bool = True
+) -> tuple[dict, list[dict]]:
+    """Gradient descent at 4η (with `order_check`), 2η and η, Richardson-extrapolated to η → 0.
 
     GD's times converge like t(η) = t* + cη + O(η²) (it is Euler's method on the flow), so
     t* ≈ 2t(η) − t(2η). The ratio of successive differences, (t(4η) − t(2η))/(t(2η) − t(η)),
-    should be near 2 for that to hold; it is recorded, as is the size of the last correction
-    |t(η) − t(2η)|, an estimate of the remaining error of t(η) itself. Final metrics come from η.
+    should be near 2 for that to hold; it is recorded (with `order_check`), as is the size of the
+    last correction |t(η) − t(2η)|, an estimate of the remaining error of t(η) itself. Final
+    metrics come from η. Without `order_check` (long horizons, where 4η may be past GD's stable
+    step) only 2η and η run.
     """
-    rows = [run_gd(problem, lam, t1, k * lr, saves) for k in (4, 2, 1)]
+    factors = (4, 2, 1) if order_check else (2, 1)
+    rows = [run_gd(problem, lam, t1, k * lr, saves) for k in factors]
     ref = dict(rows[-1], method=f"gd→0 (Richardson, η = {lr:g}, {2 * lr:g})")
     for key in ("t_fit", "t_grok"):
-        t4, t2, t1_ = (r[key] for r in rows)
+        t2, t1_ = rows[-2][key], rows[-1][key]
         ref[key] = 2 * t1_ - t2
-        ref[f"{key}_difference_ratio"] = (t4 - t2) / (t2 - t1_) if t2 != t1_ else math.nan
         ref[f"{key}_last_correction"] = abs(t1_ - t2) / abs(ref[key]) if ref[key] else math.nan
-        echo(
-            f"    reference {key}: gd η = {4 * lr:g}, {2 * lr:g}, {lr:g} → {t4:.5g}, {t2:.5g}, {t1_:.5g}; "
-            f"extrapolated {ref[key]:.5g} (difference ratio {ref[f'{key}_difference_ratio']:.2f})"
-        )
+        line = f"    reference {key}: gd η = {2 * lr:g}, {lr:g} → {t2:.5g}, {t1_:.5g}; extrapolated {ref[key]:.5g}"
+        if order_check:
+            t4 = rows[0][key]
+            ref[f"{key}_difference_ratio"] = (t4 - t2) / (t2 - t1_) if t2 != t1_ else math.nan
+            line += f" (gd η = {4 * lr:g} → {t4:.5g}; difference ratio {ref[f'{key}_difference_ratio']:.2f})"
+        echo(line)
     return ref, rows + [ref]
 
 
-def measure(size: str, lams, methods, echo=print, previous=None) -> list[dict]:
+def measure(
+    size: str, lams, methods, echo=print, previous=None, ref_lr: float | None = None, order_check: bool = True
+) -> list[dict]:
     """Rows of every λ: the reference, its checks and the methods. With `previous` (the rows of an
     earlier run of the same size), its reference rows at a λ are reused instead of recomputed,
     and its method rows not run now are kept."""
@@ -189,6 +206,7 @@ def measure(size: str, lams, methods, echo=print, previous=None) -> list[dict]:
 
     jax.config.update("jax_enable_x64", True)
     task, lr_ref, lr_usual, saves = SIZES[size]
+    lr_ref = lr_ref if ref_lr is None else ref_lr
     problem = build(size)
     rows = []
     for lam in lams:
@@ -198,7 +216,7 @@ def measure(size: str, lams, methods, echo=print, previous=None) -> list[dict]:
         kept = [r for r in earlier if r["role"] != "method" or r["method"] not in methods]
         ref = next((r for r in kept if r["role"] == "reference"), None)
         if ref is None:
-            ref, ref_rows = reference(problem, lam, t1, lr_ref, saves, echo)
+            ref, ref_rows = reference(problem, lam, t1, lr_ref, saves, echo, order_check=order_check)
             results = [dict(r, role="reference" if r is ref else "reference check") for r in ref_rows]
         else:
             echo(f"    reference reused: t_fit {ref['t_fit']:.5g}, t_grok {ref['t_grok']:.5g}")
@@ -271,6 +289,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="reuse the reference rows (and other methods' rows) of the JSON in --out"
     )
+    parser.add_argument("--ref-lr", type=float, default=None, help="the reference's smallest GD step η (default 0.025)")
+    parser.add_argument(
+        "--no-order-check", action="store_true", help="run the reference at 2η and η only (not 4η as well)"
+    )
     args = parser.parse_args(argv)
     size = "smoke" if args.smoke else "quick"
     lams = [float(v) for v in (args.lams or ("1e-2" if args.smoke else "1e-3")).split(",")]
@@ -281,13 +303,15 @@ def main(argv=None) -> int:
     print(f"ReLU flows benchmark ({size}): {SIZES[size][0]}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"relu_flows{'_smoke' if args.smoke else ''}.json"
+    # Another λ list than the default gets its own file, so the default run's JSON is kept.
+    lam_part = "" if args.lams is None else "_lam" + "_".join(f"{lam:g}" for lam in lams)
+    path = out / f"relu_flows{'_smoke' if args.smoke else ''}{lam_part}.json"
     previous = None
     if args.reuse and path.exists():
         stored = json.loads(path.read_text())
         if stored["meta"].get("task") == SIZES[size][0]:
             previous = stored["rows"]
-    rows = measure(size, lams, methods, previous=previous)
+    rows = measure(size, lams, methods, previous=previous, ref_lr=args.ref_lr, order_check=not args.no_order_check)
     import jax
 
     meta = {
