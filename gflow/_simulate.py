@@ -79,7 +79,7 @@ SOLVER_NAMES = (*SOLVERS, "auto")
 # steps that hardly depends on it, so they win once stiffness exceeds AUTO_STIFFNESS. Measured on
 # the suite (benchmarks/README.md, "Long horizons", rtol 1e-6): Tsit5 was 2.9× faster than RKC on
 # matrix completion at stiffness 1.0e4, and 5.1× slower on Musat's network at the suite's quick
-# size at 1.48e4 (its sharpness rises from 15 at θ0 during the fit) and 5.3× slower on the tanh
+# size at 1.48e4 (its sharpness rises from 15 at θ0 to 60 during the fit) and 5.3× slower on the tanh
 # teacher–student at 2.2e4. The threshold sits in that narrow band (it was 2e3, which sent matrix
 # completion at λ = 1e-2 to ROS34PW2 at 14× Tsit5's wall time). It errs low on purpose: on the
 # rows measured a misplaced RKC run cost at most 2.9× Tsit5, while a misplaced Tsit5 run's cost
