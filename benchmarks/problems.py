@@ -67,16 +67,16 @@ def _sum_residuals(model, data):
     return jnp.sqrt(jnp.asarray(r.size, r.dtype)) * jnp.ravel(r)
 
 
-def musat_embedding(quick: bool = False) -> gflow.Problem:
+def musat_embedding(quick: bool = False, relu: bool = False) -> gflow.Problem:
     """Musat's E2.4 network: addition mod 11 on unordered pairs (66; 59 train), inputs e_a + e_b,
     width 128, no biases, PyTorch-default init, squared loss on one-hot targets summed over
     entries as in the paper (F = ½Σ, not gflow's mean: with the mean the net barely trains at
-    λ ≥ 1e-5), 2 816 parameters, 649 residuals."""
+    λ ≥ 1e-5), 2 816 parameters, 649 residuals. GELU for the suite; `relu=True`: the paper's
+    ReLU (`gflow.models.EmbeddingNet` itself; benchmarks/relu_flows.py)."""
     p, width = (7, 32) if quick else (11, 128)
     base = gflow.models.EmbeddingNet.init(p, width, key=jax.random.PRNGKey(0), init="torch")
-    task = gflow.tasks.modular_arithmetic(
-        0, p=p, pairs="unordered", train_fraction=0.9, loss="mse", model=GeluEmbeddingNet(base.embed, base.w)
-    )
+    model = base if relu else GeluEmbeddingNet(base.embed, base.w)
+    task = gflow.tasks.modular_arithmetic(0, p=p, pairs="unordered", train_fraction=0.9, loss="mse", model=model)
     accuracy = lambda m, d: jnp.mean(jnp.argmax(jax.vmap(m)(d["x"]), axis=-1) == d["label"])
     return gflow.Problem(
         task.model, task.train, residuals=_sum_residuals, test=task.test, metrics={"accuracy": accuracy}

@@ -51,14 +51,22 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 FIT_ACCURACY, GROK_ACCURACY = 0.99, 0.5
+# problem: {size: (task arguments, GD reference step, GD step of the "GD at its usual step" row,
+# saves, step cap of the flows other than "auto")}. A GD step of None is 1/sharpness(θ0) (the
+# reference step then half of it), issue 12's baseline.
 SIZES = {
-    # name: (task arguments, GD reference step, GD step of the "GD at its usual step" row, saves)
-    "quick": ({"p": 23, "width": 128, "train_fraction": 0.9}, 0.025, 0.15, 3000),
-    # The quick problem at λ = 1e-2 (t1 = 1000); smaller instances of this task do not grok at all.
-    "smoke": ({"p": 23, "width": 128, "train_fraction": 0.9}, 0.025, 0.15, 400),
+    "lyu_mlp": {
+        "quick": ({"p": 23, "width": 128, "train_fraction": 0.9}, 0.025, 0.15, 3000, 60_000),
+        # The quick problem at λ = 1e-2 (t1 = 1000); smaller instances of this task do not grok at all.
+        "smoke": ({"p": 23, "width": 128, "train_fraction": 0.9}, 0.025, 0.15, 400, 60_000),
+    },
+    # Musat's E2.4 embedding network with its ReLU and the paper's summed squared loss
+    # (`problems.musat_embedding(relu=True)`): sharpness(θ0) ≈ 119, so GD's stable step is ≈ 0.017.
+    "musat_relu": {
+        "quick": ({"p": 11, "width": 128}, None, None, 3000, 200_000),
+        "smoke": ({"p": 7, "width": 32}, None, None, 400, 200_000),
+    },
 }
-# A step cap that keeps a crawling solve to minutes (its row then says max_steps_reached).
-MAX_STEPS = 60_000
 METHODS = (
     "auto",
     "gd",
@@ -75,10 +83,14 @@ METHODS = (
 )
 
 
-def build(size: str):
+def build(problem: str, size: str):
     import gflow
 
-    return gflow.tasks.modular_arithmetic(0, **SIZES[size][0])
+    if problem == "musat_relu":
+        from problems import musat_embedding
+
+        return musat_embedding(quick=size == "smoke", relu=True)
+    return gflow.tasks.modular_arithmetic(0, **SIZES[problem][size][0])
 
 
 def crossing(ts, values, threshold: float) -> float:
@@ -134,7 +146,7 @@ def run_gd(problem, lam: float, t1: float, lr: float, saves: int) -> dict:
     return row
 
 
-def run_flow(problem, lam: float, t1: float, method: str, saves: int) -> dict:
+def run_flow(problem, lam: float, t1: float, method: str, saves: int, max_steps: int) -> dict:
     import diffrax
 
     import gflow
@@ -150,7 +162,7 @@ def run_flow(problem, lam: float, t1: float, method: str, saves: int) -> dict:
         solver = {"tsit5": diffrax.Tsit5(), "bosh3": diffrax.Bosh3(), "heun": diffrax.Heun(), "rkc": gflow.RKC()}[name]
         traj, run_s, compile_s = _timed(
             lambda: gflow.simulate(
-                problem, lam, t1, solver=solver, rtol=rtol, atol=rtol * 1e-2, saveat=saveat, max_steps=MAX_STEPS
+                problem, lam, t1, solver=solver, rtol=rtol, atol=rtol * 1e-2, saveat=saveat, max_steps=max_steps
             )
         )
     row = {
@@ -197,7 +209,14 @@ def reference(
 
 
 def measure(
-    size: str, lams, methods, echo=print, previous=None, ref_lr: float | None = None, order_check: bool = True
+    size: str,
+    lams,
+    methods,
+    echo=print,
+    previous=None,
+    ref_lr: float | None = None,
+    order_check: bool = True,
+    problem_name: str = "lyu_mlp",
 ) -> list[dict]:
     """Rows of every λ: the reference, its checks and the methods. With `previous` (the rows of an
     earlier run of the same size), its reference rows at a λ are reused instead of recomputed,
@@ -205,9 +224,17 @@ def measure(
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    task, lr_ref, lr_usual, saves = SIZES[size]
+    from gflow._simulate import choose_solver
+
+    task, lr_ref, lr_usual, saves, max_steps = SIZES[problem_name][size]
     lr_ref = lr_ref if ref_lr is None else ref_lr
-    problem = build(size)
+    problem = build(problem_name, size)
+    if lr_usual is None:
+        # 1/sharpness(θ0) (the estimate "auto" makes, at the first λ), issue 12's GD baseline
+        lr_usual = float(f"{1 / choose_solver(problem, lams[0], 10 / lams[0])[1]:.3g}")
+        echo(f"  GD's usual step 1/sharpness(θ0) = {lr_usual:g}")
+    if lr_ref is None:
+        lr_ref = lr_usual / 2
     rows = []
     for lam in lams:
         t1 = 10.0 / lam
@@ -225,7 +252,7 @@ def measure(
             row = (
                 run_gd(problem, lam, t1, lr_usual, saves)
                 if method == "gd"
-                else run_flow(problem, lam, t1, method, saves)
+                else run_flow(problem, lam, t1, method, saves, max_steps)
             )
             results.append(dict(row, role="method"))
         for row in results:
@@ -282,6 +309,9 @@ def write_readme(text: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a tiny instance (seconds)")
+    parser.add_argument(
+        "--problem", default="lyu_mlp", choices=sorted(SIZES), help="Lyu's ReLU MLP or Musat's ReLU embedding net"
+    )
     parser.add_argument("--lams", default=None, help="weight decays, e.g. 1e-3,1e-4 (default 1e-3; smoke 1e-2)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON")
@@ -289,7 +319,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="reuse the reference rows (and other methods' rows) of the JSON in --out"
     )
-    parser.add_argument("--ref-lr", type=float, default=None, help="the reference's smallest GD step η (default 0.025)")
+    parser.add_argument(
+        "--ref-lr",
+        type=float,
+        default=None,
+        help="the reference's smallest GD step η (lyu_mlp: 0.025; musat_relu: half of 1/sharpness)",
+    )
     parser.add_argument(
         "--no-order-check", action="store_true", help="run the reference at 2η and η only (not 4η as well)"
     )
@@ -300,18 +335,30 @@ def main(argv=None) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    print(f"ReLU flows benchmark ({size}): {SIZES[size][0]}")
+    if args.readme and args.problem != "lyu_mlp":
+        parser.error("--readme writes the lyu_mlp table; copy other problems' tables from the output")
+    task = SIZES[args.problem][size][0]
+    print(f"ReLU flows benchmark ({args.problem}, {size}): {task}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # Another λ list than the default gets its own file, so the default run's JSON is kept.
     lam_part = "" if args.lams is None else "_lam" + "_".join(f"{lam:g}" for lam in lams)
-    path = out / f"relu_flows{'_smoke' if args.smoke else ''}{lam_part}.json"
+    problem_part = "" if args.problem == "lyu_mlp" else f"_{args.problem}"
+    path = out / f"relu_flows{problem_part}{'_smoke' if args.smoke else ''}{lam_part}.json"
     previous = None
     if args.reuse and path.exists():
         stored = json.loads(path.read_text())
-        if stored["meta"].get("task") == SIZES[size][0]:
+        if stored["meta"].get("task") == task:
             previous = stored["rows"]
-    rows = measure(size, lams, methods, previous=previous, ref_lr=args.ref_lr, order_check=not args.no_order_check)
+    rows = measure(
+        size,
+        lams,
+        methods,
+        previous=previous,
+        ref_lr=args.ref_lr,
+        order_check=not args.no_order_check,
+        problem_name=args.problem,
+    )
     import jax
 
     meta = {
@@ -320,7 +367,8 @@ def main(argv=None) -> int:
         "device": str(jax.devices()[0]),
         "jax": jax.__version__,
         "size": size,
-        "task": SIZES[size][0],
+        "problem": args.problem,
+        "task": task,
     }
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     print(f"wrote {path}")
@@ -334,10 +382,10 @@ def readme_section(meta, size, rows) -> str:
     return (
         "## ReLU flows\n\n"
         f"`python benchmarks/relu_flows.py` ({meta['date'][:10]}, {meta['device']}): Lyu's two-layer ReLU MLP, "
-        f"`modular_arithmetic(0, {', '.join(f'{k}={v}' for k, v in SIZES[size][0].items())})`, t1 = 10/λ, "
+        f"`modular_arithmetic(0, {', '.join(f'{k}={v}' for k, v in SIZES['lyu_mlp'][size][0].items())})`, t1 = 10/λ, "
         "errors against gradient descent Richardson-extrapolated to η → 0 (from η = 0.05 and 0.025; "
         "final metrics at η = 0.025). Gradients: gradient evaluations, rejected steps included. "
-        f"Flows are capped at {MAX_STEPS:,} steps.\n\n" + table(rows) + "\n"
+        f"Flows are capped at {SIZES['lyu_mlp'][size][4]:,} steps.\n\n" + table(rows) + "\n"
     )
 
 
