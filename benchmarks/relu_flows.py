@@ -5,6 +5,10 @@ gradient flow, measured on what researchers read (fit time, grokking time, final
     python benchmarks/relu_flows.py --lams 1e-3,1e-4     # also λ = 1e-4 (t1 = 10/λ = 1e5)
     python benchmarks/relu_flows.py --lams 1e-4 --methods auto,gd --ref-lr 0.075 --no-order-check
                                                          # λ = 1e-4 against GD at 0.15 and 0.075 (24 min here)
+    python benchmarks/relu_flows.py --lams 1e-5 --methods auto --ref-lr 0.15 --single-reference
+                                                         # λ = 1e-5 (t1 = 1e6) against GD at 0.15 alone (≈ 1 h)
+    python benchmarks/relu_flows.py --problem musat_relu --lams 1e-3 --methods auto,gd,rkc@1e-3 --no-order-check
+                                                         # Musat's ReLU embedding net, summed squared loss
     python benchmarks/relu_flows.py --smoke              # the quick problem at λ = 1e-2 (t1 = 1e3)
     python benchmarks/relu_flows.py --readme             # also write the table in benchmarks/README.md
 
@@ -181,7 +185,15 @@ def run_flow(problem, lam: float, t1: float, method: str, saves: int, max_steps:
 
 
 def reference(
-    problem, lam: float, t1: float, lr: float, saves: int, echo=print, *, order_check: bool = True
+    problem,
+    lam: float,
+    t1: float,
+    lr: float,
+    saves: int,
+    echo=print,
+    *,
+    order_check: bool = True,
+    single: bool = False,
 ) -> tuple[dict, list[dict]]:
     """Gradient descent at 4η (with `order_check`), 2η and η, Richardson-extrapolated to η → 0.
 
@@ -190,8 +202,14 @@ def reference(
     should be near 2 for that to hold; it is recorded (with `order_check`), as is the size of the
     last correction |t(η) − t(2η)|, an estimate of the remaining error of t(η) itself. Final
     metrics come from η. Without `order_check` (long horizons, where 4η may be past GD's stable
-    step) only 2η and η run.
+    step) only 2η and η run. With `single` (horizons where even 2η is too costly) the reference is
+    GD at η itself, not extrapolated.
     """
+    if single:
+        row = run_gd(problem, lam, t1, lr, saves)
+        ref = dict(row, method=f"gd@{lr:g} (not extrapolated)")
+        echo(f"    reference: gd η = {lr:g} alone → t_fit {ref['t_fit']:.5g}, t_grok {ref['t_grok']:.5g}")
+        return ref, [ref]
     factors = (4, 2, 1) if order_check else (2, 1)
     rows = [run_gd(problem, lam, t1, k * lr, saves) for k in factors]
     ref = dict(rows[-1], method=f"gd→0 (Richardson, η = {lr:g}, {2 * lr:g})")
@@ -217,6 +235,7 @@ def measure(
     ref_lr: float | None = None,
     order_check: bool = True,
     problem_name: str = "lyu_mlp",
+    single_reference: bool = False,
 ) -> list[dict]:
     """Rows of every λ: the reference, its checks and the methods. With `previous` (the rows of an
     earlier run of the same size), its reference rows at a λ are reused instead of recomputed,
@@ -243,7 +262,9 @@ def measure(
         kept = [r for r in earlier if r["role"] != "method" or r["method"] not in methods]
         ref = next((r for r in kept if r["role"] == "reference"), None)
         if ref is None:
-            ref, ref_rows = reference(problem, lam, t1, lr_ref, saves, echo, order_check=order_check)
+            ref, ref_rows = reference(
+                problem, lam, t1, lr_ref, saves, echo, order_check=order_check, single=single_reference
+            )
             results = [dict(r, role="reference" if r is ref else "reference check") for r in ref_rows]
         else:
             echo(f"    reference reused: t_fit {ref['t_fit']:.5g}, t_grok {ref['t_grok']:.5g}")
@@ -328,6 +349,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--no-order-check", action="store_true", help="run the reference at 2η and η only (not 4η as well)"
     )
+    parser.add_argument(
+        "--single-reference", action="store_true", help="the reference is GD at --ref-lr alone, not extrapolated"
+    )
     args = parser.parse_args(argv)
     size = "smoke" if args.smoke else "quick"
     lams = [float(v) for v in (args.lams or ("1e-2" if args.smoke else "1e-3")).split(",")]
@@ -358,6 +382,7 @@ def main(argv=None) -> int:
         ref_lr=args.ref_lr,
         order_check=not args.no_order_check,
         problem_name=args.problem,
+        single_reference=args.single_reference,
     )
     import jax
 
