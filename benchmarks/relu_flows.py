@@ -87,6 +87,14 @@ METHODS = (
 )
 
 
+def is_gd_step(method: str) -> bool:
+    """ "gd@η": gradient descent at the step η (a positive number)."""
+    try:
+        return method.startswith("gd@") and float(method[3:]) > 0
+    except ValueError:
+        return False
+
+
 def build(problem: str, size: str):
     import gflow
 
@@ -270,11 +278,10 @@ def measure(
             echo(f"    reference reused: t_fit {ref['t_fit']:.5g}, t_grok {ref['t_grok']:.5g}")
             results = kept
         for method in methods:
-            row = (
-                run_gd(problem, lam, t1, lr_usual, saves)
-                if method == "gd"
-                else run_flow(problem, lam, t1, method, saves, max_steps)
-            )
+            if method == "gd" or method.startswith("gd@"):
+                row = run_gd(problem, lam, t1, lr_usual if method == "gd" else float(method[3:]), saves)
+            else:
+                row = run_flow(problem, lam, t1, method, saves, max_steps)
             results.append(dict(row, role="method"))
         for row in results:
             row["lam"], row["t1"] = lam, t1
@@ -334,7 +341,11 @@ def main(argv=None) -> int:
         "--problem", default="lyu_mlp", choices=sorted(SIZES), help="Lyu's ReLU MLP or Musat's ReLU embedding net"
     )
     parser.add_argument("--lams", default=None, help="weight decays, e.g. 1e-3,1e-4 (default 1e-3; smoke 1e-2)")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated, from {', '.join(METHODS)}, or gd@η (gradient descent at the step η)",
+    )
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON")
     parser.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
     parser.add_argument(
@@ -356,9 +367,9 @@ def main(argv=None) -> int:
     size = "smoke" if args.smoke else "quick"
     lams = [float(v) for v in (args.lams or ("1e-2" if args.smoke else "1e-3")).split(",")]
     methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS and not is_gd_step(m)]
     if unknown:
-        parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)} or gd@η")
     if args.readme and args.problem != "lyu_mlp":
         parser.error("--readme writes the lyu_mlp table; copy other problems' tables from the output")
     task = SIZES[args.problem][size][0]
