@@ -6,7 +6,7 @@ gradient flow, measured on what researchers read (fit time, grokking time, final
     python benchmarks/relu_flows.py --lams 1e-4 --methods auto,gd --ref-lr 0.075 --no-order-check
                                                          # λ = 1e-4 against GD at 0.15 and 0.075 (24 min here)
     python benchmarks/relu_flows.py --lams 1e-5 --methods auto --ref-lr 0.15 --single-reference
-                                                         # λ = 1e-5 (t1 = 1e6) against GD at 0.15 alone (≈ 1 h)
+                                                         # λ = 1e-5 (t1 = 1e6) against GD at 0.15 alone (81 min)
     python benchmarks/relu_flows.py --problem musat_relu --lams 1e-3 --methods auto,gd,rkc@1e-3 --no-order-check
                                                          # Musat's ReLU embedding net, summed squared loss
     python benchmarks/relu_flows.py --smoke              # the quick problem at λ = 1e-2 (t1 = 1e3)
