@@ -192,6 +192,18 @@ def test_a_crawling_solve_says_where_its_steps_went(teacher):
     assert "in 400 steps" in nearly.message and "crawled" not in nearly.message
 
 
+def test_a_crawl_on_the_kink_path_names_what_to_try_next(teacher):
+    """solver="auto" already took Bosh3 at rtol 1e-3: the message does not send the user back to
+    it, but to RKC (stiff flows) or a larger budget or gradient descent, with the sharpness."""
+    problem = teacher[0]
+    traj = gflow.simulate(problem, 1e-3, 1e4, max_steps=300)
+    assert traj.solver == "bosh3" and bool(traj.stats["nonsmooth"])
+    assert traj.result == gflow.RESULTS.max_steps_reached
+    msg = traj.message
+    assert "crawled on solver='auto''s kink path" in msg and "gflow.RKC()" in msg and "gflow.gd" in msg
+    assert f"{float(traj.stats['sharpness_estimate']):.3g}" in msg and "\n" not in msg
+
+
 def test_sweep_with_auto_takes_the_kink_rule(tmp_path):
     def make(key):
         return gflow.tasks.teacher_relu_1d(key, m=10, n=6)
