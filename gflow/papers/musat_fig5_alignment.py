@@ -10,8 +10,9 @@ Two runs per seed, drawn together:
 - **the gradient flow** (the figure's main curves): `gflow.simulate` with solver "auto", which
   finds the ReLU in the loss and integrates through its kinks with Bogacki–Shampine 3(2), here at
   rtol 1e-4 (field `rtol`; see the TOML for why not the default 1e-3), to t = η_g·steps, θ saved at
-  every checkpoint. Its direction of motion is its displacement
-  θ'(t) = −∇F(θ_t) − λ_g θ_t.
+  every checkpoint and η_g·c before it. Its direction of motion is its displacement over the time
+  GD's c steps span, θ(t) − θ(t − η_g·c); not its velocity θ'(t) = −∇F(θ_t) − λ_g θ_t, which
+  chatters where the flow slides along kinks (`run_seed_flow`).
 - **gradient descent**, the paper's own method (`gflow.gd`, θ saved every c steps); its direction
   of motion is the update over c = 10 steps, Δθ_t = θ_t − θ_{t−10} (c·η_g·θ'(t) to first order).
 At checkpoints every K steps (K = 500, 250, 50 for smoke, quick, full), at θ_t of each run:
