@@ -33,6 +33,9 @@ He ×1. The paper's fixed η = 0.002 handles that at its size; at the quick size
 5·10⁶ steps. So the quick run of (b) raises η as the sharpness falls (measured along the
 α = 100 run: 169 at t = 20, 34 at t = 200, 19 at t = 1000, 4.9 at t = 2000, 0.14 at the end):
 η = 0.001 to t = 20, 0.01 to 200, 0.05 to 2000, 0.15 after; (a, c) use η = 0.15 throughout.
+(He ×1 with W2 ≠ 0, panels a and c, has sharpness 0.125 at θ0: GD is stable up to η ≈ 8 there,
+and η = 1.2–2.4 reads the transition times about as well as 0.15 does; benchmarks/README.md,
+"GD's step on this problem". The figure keeps 0.15, so GD's band stays close to the flow.)
 Each schedule entry is one `gd` call, which also spaces the saves roughly logarithmically in t.
 The flow needs no schedule: its steps follow the stiffness and the kinks on their own.
 
