@@ -57,7 +57,8 @@ sys.path.insert(0, str(HERE.parent))
 FIT_ACCURACY, GROK_ACCURACY = 0.99, 0.5
 # problem: {size: (task arguments, GD reference step, GD step of the "GD at its usual step" row,
 # saves, step cap of the flows other than "auto")}. A GD step of None is 1/sharpness(θ0) (the
-# reference step then half of it), issue 12's baseline.
+# reference step then half of it), issue 12's baseline. lyu_mlp keeps η = 0.15, the figure's
+# step, for its "gd" row; its 1/sharpness(θ0) is 8 (sharpness 0.125): run `gd@8` for the baseline.
 SIZES = {
     "lyu_mlp": {
         "quick": ({"p": 23, "width": 128, "train_fraction": 0.9}, 0.025, 0.15, 3000, 60_000),
