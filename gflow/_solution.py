@@ -129,17 +129,19 @@ class Trajectory(eqx.Module):
             f"It reached {symbol} = {reached:.4g} of {end:.4g} ({100 * reached / end:.2g}%) in {steps} steps "
             f"({rejected} rejected)."
         )
-        if reached < CRAWL_FRACTION * end and bool(self.stats.get("nonsmooth", False)):
+        if reached >= CRAWL_FRACTION * end:
+            return note
+        if bool(self.stats.get("nonsmooth", False)):
             # solver="auto" already took the kink path: its explicit steps are held by the kinks or,
             # on a stiff flow, by stability (Musat's summed-loss ReLU net, benchmarks/README.md).
             sharpness = float(self.stats.get("sharpness_estimate", np.nan))
             note += (
-                f" The solver crawled on solver='auto''s kink path (bosh3; sharpness(theta0) ~ {sharpness:.3g}). "
-                "If the flow is stiff (h * sharpness > 2.5 for the step h you need), use solver=gflow.RKC() at "
-                "rtol=1e-3 (4x fewer gradients than bosh3 on a stiff squared-loss ReLU net); otherwise raise "
-                "max_steps, or use gflow.gd at a step below 2/sharpness."
+                f" The solver crawled on solver='auto''s kink path ({self.solver}; sharpness(theta0) ~ "
+                f"{sharpness:.3g}). If the flow is stiff (h * sharpness > 2.5 for the step h you need), use "
+                "solver=gflow.RKC() at rtol=1e-3 (4x fewer gradients than bosh3 on a stiff squared-loss ReLU "
+                "net); otherwise raise max_steps, or use gflow.gd at a step below 2/sharpness."
             )
-        elif reached < CRAWL_FRACTION * end:
+        else:
             note += (
                 " The solver crawled. If the model has kinks (ReLU, abs, max: gflow.nonsmooth_operations(problem) "
                 "lists them), tight tolerances shrink the step at every kink: use solver='auto' (it takes bosh3 at "
