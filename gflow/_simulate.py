@@ -108,6 +108,20 @@ AUTO_STIFFNESS = 1.2e4
 AUTO_NONSMOOTH_SOLVER = "bosh3"
 AUTO_NONSMOOTH_RTOL = 1e-3
 AUTO_NONSMOOTH_ATOL = 1e-5
+# The race on the kink path (`_probe_and_race`), for kinked flows that may be stiff (a loss whose
+# curvature does not vanish once fitted, stiffness ratio over AUTO_STIFFNESS): Bosh3 for
+# AUTO_NONSMOOTH_PROBE_STEPS steps; if that does not reach t1, Bosh3 and RKC race from there for
+# AUTO_NONSMOOTH_RACE_STEPS steps each and the cheaper (time advanced per gradient-equivalent)
+# goes on, for AUTO_NONSMOOTH_RKC_PIECE_STEPS steps (RKC) or a doubling number (Bosh3), then races
+# again. The sharpness at θ0 cannot choose: Boursier's ReLU regression (sharpness 543 at θ0,
+# stiffness 5.4e7 to t1 = 1e5) is stiff until its norm has decayed and then slides along kinks,
+# where RKC rejects half its steps (RKC throughout: 6.7e6 gradients, Bosh3 throughout 1.08e6);
+# Musat's summed-loss ReLU net (sharpness 119) stays stiff, where Bosh3 is held by stability
+# (2.1e6 gradients at λ = 1e-3, RKC 5.1e5). Measured in benchmarks/README.md, "ReLU flows".
+AUTO_NONSMOOTH_PROBE_STEPS = 20_000
+AUTO_NONSMOOTH_RACE_STEPS = 1_000
+AUTO_NONSMOOTH_RKC_PIECE_STEPS = 20_000
+AUTO_STIFF_KINK_SOLVER = "rkc"
 # The step budget when `max_steps` is not given. The kink-robust solve takes many short steps where
 # the flow slides along kinks: Boursier's ReLU 1-D regression at the paper's size (m = 100,
 # λ = 1e-3) took 359 278 Bosh3 steps to t = 1e5 (1.1e6 gradients, 8 s; the paper's GD needs 2.8e6
@@ -379,6 +393,18 @@ def save_spec(saveat, dtype, t1=None, name: str = "t1", t0=None) -> tuple[int | 
     return None, save_ts
 
 
+def default_save_times(t0, t1, num_saves: int, lam, slow: bool) -> jax.Array:
+    """`num_saves` save times: 0 and log-spaced up to t1 (from min(1e-2·λ, 1e-3·τ1) in slow
+    time), or, for a continuation from t0 > 0, log-spaced from t0 (itself the first save) to t1."""
+    t0 = jnp.zeros((), t1.dtype) if t0 is None else t0
+    t_min = jnp.minimum(1e-2 * lam, t1 * 1e-3) if slow else None
+    fresh = log_times(t1, num_saves, t_min)
+    safe_t0 = jnp.where(t0 > 0, t0, 1.0)
+    onward = safe_t0 * (t1 / safe_t0) ** jnp.linspace(0.0, 1.0, num_saves, dtype=t1.dtype)
+    onward = onward.at[0].set(t0).at[-1].set(t1)
+    return jnp.where(t0 > 0, onward, fresh)
+
+
 def default_divergence_norm(problem: Problem) -> jax.Array:
     """1e8·(1 + ‖θ0‖): far beyond any bounded flow (with F ≥ 0 and λ > 0, ‖θ‖² ≤ 2F_λ(θ0)/λ)."""
     return 1e8 * (1.0 + tree_norm(problem.params))
@@ -559,31 +585,143 @@ def simulate(
         # From the problem's own θ0, so that a continuation keeps the bound of the first piece.
         divergence_norm = default_divergence_norm(original)
     divergence_norm = jnp.asarray(divergence_norm, dtype)
+    common = {
+        "stop_values": stop_values,
+        "max_steps": max_steps,
+        "slow": slow,
+        "save_params": bool(save_params),
+        "progress": _progress_mode(progress),
+        "stops": stops,
+        "callback": callback,
+    }
 
-    traj = _simulate(
-        problem,
-        lam,
-        t1,
-        save_ts,
-        divergence_norm,
-        rtol,
-        atol,
-        t0=t0,
-        stop_values=stop_values,
-        solver=solver,
-        num_saves=num_saves,
-        max_steps=max_steps,
-        slow=slow,
-        save_params=bool(save_params),
-        progress=_progress_mode(progress),
-        stops=stops,
-        callback=callback,
-    )
+    if (
+        kink_robust
+        and not problem.loss.curvature_vanishes_when_fitted
+        and float(stats_extra["stiffness_ratio"]) > AUTO_STIFFNESS
+        and max_steps > AUTO_NONSMOOTH_PROBE_STEPS + 2 * AUTO_NONSMOOTH_RACE_STEPS
+    ):
+
+        def piece(model, t_start, saves, solver: str, steps: int) -> Trajectory:
+            # One compiled solve per solver for every piece: the same save count, the static
+            # budget max_steps, and the piece's own budget traced.
+            return _simulate(
+                _with_start(problem, model),
+                lam,
+                t1,
+                saves,
+                divergence_norm,
+                rtol,
+                atol,
+                t0=t_start,
+                solver=solver,
+                num_saves=None,
+                step_budget=jnp.asarray(steps),
+                **common,
+            )
+
+        if save_ts is None:
+            save_ts = default_save_times(t0, t1, num_saves, lam, slow)
+        traj = _probe_and_race(piece, problem.model, t0, save_ts, max_steps)
+    else:
+        traj = _simulate(
+            problem,
+            lam,
+            t1,
+            save_ts,
+            divergence_norm,
+            rtol,
+            atol,
+            t0=t0,
+            solver=solver,
+            num_saves=num_saves,
+            **common,
+        )
     if stats_extra:
         traj = eqx.tree_at(lambda tr: tr.stats, traj, {**traj.stats, **stats_extra})
     if previous is not None:
         traj = join(previous, traj)
     return traj
+
+
+def _probe_and_race(piece, model, t0, save_ts, max_steps: int) -> Trajectory:
+    """`solver="auto"` on a kinked flow that may be stiff: Bosh3 or RKC, whichever is measured to
+    be cheaper along the solve.
+
+    1. Bosh3 (`AUTO_NONSMOOTH_SOLVER`) for at most `AUTO_NONSMOOTH_PROBE_STEPS` steps; a solve
+       that ends within them (reached t1, a stop condition, a failure) is returned as it is.
+    2. A race: Bosh3 and RKC (`AUTO_STIFF_KINK_SOLVER`) each go on from where the solve stopped
+       for `AUTO_NONSMOOTH_RACE_STEPS` steps; the one that advanced further in time per
+       gradient-equivalent wins, and its piece is kept.
+    3. The winner goes on for a piece (`AUTO_NONSMOOTH_RKC_PIECE_STEPS` RKC steps, or Bosh3
+       steps starting at `AUTO_NONSMOOTH_PROBE_STEPS` and doubling with every race Bosh3 wins),
+       then races again, until t1 or the step budget `max_steps` (the losing racers' steps count).
+
+    Why measure: an explicit step is held by stability where h·sharpness exceeds its stability
+    interval (≈ 2.5 for Bosh3), and by the kinks where the flow slides along them. RKC buys
+    stability with √(hρ) stages (Sommeijer, Shampine & Verwer 1997), but its error estimate,
+    which compares f at both ends of a step, rejects more steps at kinks. Which of the two holds
+    changes along a solve (Boursier's ReLU regression is stiff until its norm has decayed, then
+    slides along kinks) and cannot be read off θ0. Explicit codes have long detected stiffness
+    along the solve to switch methods (Shampine's and Petzold's LSODA, Hairer & Wanner,
+    "Solving ODEs II", §IV.2); here the switch is decided by the cost measured on the problem.
+
+    `piece(model, t_start, saves, solver, steps)` runs one piece (`_simulate` with a traced step
+    budget); every piece saves on the full save grid clamped to its start time, so all pieces of
+    one solver share one compiled solve. Returns one Trajectory over all pieces (`join`); the
+    losing racers' work is added to the work counts; `solver` is "bosh3", or "bosh3+rkc" once RKC
+    has run; `stats` gains `num_races`, `race_t` (the first race's time, NaN if none) and
+    `rkc_steps`.
+    """
+    bosh3, rkc = AUTO_NONSMOOTH_SOLVER, AUTO_STIFF_KINK_SOLVER
+    piece_steps = {bosh3: AUTO_NONSMOOTH_PROBE_STEPS, rkc: AUTO_NONSMOOTH_RKC_PIECE_STEPS}
+
+    def go_on(first: Trajectory, solver: str, steps: int) -> Trajectory:
+        # The full save grid clamped to where `first` stopped: saves at or before it are dropped
+        # by `join`, and every piece has the same shapes.
+        saves = jnp.maximum(save_ts, first.t_final)
+        return join(first, piece(first.final, first.t_final, saves, solver, steps))
+
+    def steps_of(traj: Trajectory) -> int:
+        return int(traj.stats["num_steps"])
+
+    traj = piece(model, t0, save_ts, bosh3, min(piece_steps[bosh3], max_steps))
+    spent, rkc_steps, race_ts = steps_of(traj), 0, []
+    lost = {k: 0 for k in COUNT_KEYS}  # the losing racers' work
+    while traj.result == RESULTS.max_steps_reached and spent + 2 * AUTO_NONSMOOTH_RACE_STEPS <= max_steps:
+        race_ts.append(float(traj.t_final))
+        raced = {solver: go_on(traj, solver, AUTO_NONSMOOTH_RACE_STEPS) for solver in (bosh3, rkc)}
+        rate = {
+            solver: (float(run.t_final) - race_ts[-1])
+            / max(float(gradient_equivalents(run.stats) - gradient_equivalents(traj.stats)), 1.0)
+            for solver, run in raced.items()
+        }
+        winner = max(rate, key=rate.get)
+        loser = rkc if winner == bosh3 else bosh3
+        lost = {k: lost[k] + raced[loser].stats.get(k, 0) - traj.stats.get(k, 0) for k in COUNT_KEYS}
+        spent += sum(steps_of(run) - steps_of(traj) for run in raced.values())
+        rkc_steps += steps_of(raced[rkc]) - steps_of(traj) if winner == rkc else 0
+        traj = raced[winner]
+        if traj.result != RESULTS.max_steps_reached or spent >= max_steps:
+            break
+        if winner == bosh3:
+            # Doubling Bosh3's pieces while it keeps winning bounds the races' share of a long
+            # solve that never turns stiff (a race wastes up to 1 000 RKC steps).
+            piece_steps[bosh3] *= 2
+        before = steps_of(traj)
+        traj = go_on(traj, winner, min(piece_steps[winner], max_steps - spent))
+        spent += steps_of(traj) - before
+        rkc_steps += steps_of(traj) - before if winner == rkc else 0
+
+    stats = dict(traj.stats)
+    for k in COUNT_KEYS:
+        stats[k] = stats.get(k, 0) + lost[k]
+    stats["num_gradient_equivalents"] = gradient_equivalents(stats)
+    stats["max_steps"] = jnp.asarray(max_steps)  # the budget of the whole solve, not of a piece
+    stats["num_races"] = jnp.asarray(len(race_ts))
+    stats["race_t"] = jnp.asarray(race_ts[0] if race_ts else np.nan, jnp.asarray(traj.t_final).dtype)
+    stats["rkc_steps"] = jnp.asarray(rkc_steps)
+    return dataclasses.replace(traj, stats=stats, solver=f"{bosh3}+{rkc}" if rkc_steps else bosh3)
 
 
 def _check_continuation(start: Trajectory, lam, time: str) -> Trajectory:
@@ -632,12 +770,13 @@ def join(first: Trajectory, second: Trajectory) -> Trajectory:
     params = None
     if first.params is not None and second.params is not None:
         params = jtu.tree_map(lambda a, b: jnp.concatenate([a[keep], b[later]]), first.params, second.params)
-    # Work counters add up across the pieces (COUNT_KEYS already holds num_vf_evals).
+    # Work counters add up across the pieces (COUNT_KEYS already holds num_vf_evals); a counter
+    # that only one piece's solver keeps (RKC's num_hvps after a Bosh3 piece) is kept.
     counted = ("num_steps", "num_accepted_steps", "num_rejected_steps", *COUNT_KEYS)
     stats = dict(second.stats)
     for k in counted:
-        if k in first.stats and k in second.stats:
-            stats[k] = first.stats[k] + second.stats[k]
+        if k in first.stats:
+            stats[k] = first.stats[k] + second.stats.get(k, 0)
     if "num_vf_evals" in stats:
         stats["num_gradient_equivalents"] = gradient_equivalents(stats)
     return eqx.tree_at(
@@ -672,17 +811,18 @@ class NonFiniteGuard(WrappingController):
     step budget on rejections and advising a larger `max_steps`.
     """
 
+    step_budget: jax.Array | None = None
     patience: int = eqx.field(static=True, default=NON_FINITE_PATIENCE)
 
     def wrap(self, direction):
-        return NonFiniteGuard(self.controller.wrap(direction), self.patience)
+        return NonFiniteGuard(self.controller.wrap(direction), self.step_budget, self.patience)
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         tnext, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
-        return tnext, (state, jnp.zeros((), jnp.int32))
+        return tnext, (state, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
-        state, streak = controller_state
+        state, streak, steps = controller_state
         keep, next_t0, next_t1, made_jump, state, result = self.controller.adapt_step_size(
             t0, t1, y0, y1_candidate, args, y_error, error_order, state
         )
@@ -698,7 +838,13 @@ class NonFiniteGuard(WrappingController):
         streak = jnp.where(stuck, jnp.maximum(streak, self.patience), streak)
         given_up = streak >= self.patience
         result = diffrax.RESULTS.where(given_up, diffrax.RESULTS.dt_min_reached, result)
-        return keep, next_t0, next_t1, made_jump, (state, streak), result
+        steps = steps + 1
+        if self.step_budget is not None:
+            # A step budget below Diffrax's static max_steps, traced: the pieces of a solve with
+            # different budgets share one compiled solve (`_probe_and_race`).
+            spent = (steps >= self.step_budget) & (result == diffrax.RESULTS.successful)
+            result = diffrax.RESULTS.where(spent, diffrax.RESULTS.max_steps_reached, result)
+        return keep, next_t0, next_t1, made_jump, (state, streak, steps), result
 
 
 def _explicit_work(solver) -> tuple[int, int] | None:
@@ -760,20 +906,14 @@ def _simulate(
     stop_values=None,
     stops=(),
     callback=None,
+    step_budget=None,
 ):
     explicit_work = _explicit_work(solver)
     counted = _counts_work(solver)
     params, static = problem.split()
     t0 = jnp.zeros((), t1.dtype) if t0 is None else t0
     if save_ts is None:
-        t_min = jnp.minimum(1e-2 * lam, t1 * 1e-3) if slow else None
-        fresh = log_times(t1, num_saves, t_min)
-        # A continuation saves at log-spaced times from t0 (exclusive of nothing: t0 itself is
-        # the first save, the state it starts from) to t1.
-        safe_t0 = jnp.where(t0 > 0, t0, 1.0)
-        onward = safe_t0 * (t1 / safe_t0) ** jnp.linspace(0.0, 1.0, num_saves, dtype=t1.dtype)
-        onward = onward.at[0].set(t0).at[-1].set(t1)
-        save_ts = jnp.where(t0 > 0, onward, fresh)
+        save_ts = default_save_times(t0, t1, num_saves, lam, slow)
 
     def field(t, y, args):
         del t, args
@@ -824,7 +964,7 @@ def _simulate(
         dt0=dt0,
         y0=params,
         saveat=saveat,
-        stepsize_controller=NonFiniteGuard(_controller(solver, rtol, atol)),
+        stepsize_controller=NonFiniteGuard(_controller(solver, rtol, atol), step_budget),
         event=diffrax.Event(conditions),
         max_steps=max_steps,
         throw=False,
@@ -842,7 +982,7 @@ def _simulate(
     final = eqx.combine(jtu.tree_map(lambda x: x[0], final_params), static)
 
     result = RESULTS.promote(sol.result)
-    inner_state, non_finite_streak = sol.controller_state
+    inner_state, non_finite_streak, _ = sol.controller_state
     result = RESULTS.where(non_finite_streak >= NON_FINITE_PATIENCE, RESULTS.non_finite_field, result)
     stopped_by = jnp.asarray(-1)
     if sol.event_mask is not None:

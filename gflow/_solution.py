@@ -135,6 +135,16 @@ class Trajectory(eqx.Module):
             # solver="auto" already took the kink path: its explicit steps are held by the kinks or,
             # on a stiff flow, by stability (Musat's summed-loss ReLU net, benchmarks/README.md).
             sharpness = float(self.stats.get("sharpness_estimate", np.nan))
+            races = int(self.stats.get("num_races", 0))
+            if races:
+                # It already raced bosh3 against RKC and went on with the cheaper one.
+                note += (
+                    f" The solver crawled on solver='auto''s kink path ({self.solver}; sharpness(theta0) ~ "
+                    f"{sharpness:.3g}) after racing bosh3 against RKC {races} time(s) and keeping the cheaper: "
+                    "raise max_steps, loosen rtol (1e-3 is the default here), or use gflow.gd at a step below "
+                    "2/sharpness."
+                )
+                return note
             note += (
                 f" The solver crawled on solver='auto''s kink path ({self.solver}; sharpness(theta0) ~ "
                 f"{sharpness:.3g}). If the flow is stiff (h * sharpness > 2.5 for the step h you need), use "
