@@ -188,6 +188,8 @@ def run_flow(problem, lam: float, t1: float, method: str, saves: int, max_steps:
         "ok": bool(traj.ok),
         "message": traj.message,
     }
+    # The race of "auto" on a kinked flow that may be stiff (Bosh3 against RKC, `_probe_and_race`).
+    row.update({k: float(traj.stats[k]) for k in ("num_races", "race_t", "rkc_steps") if k in traj.stats})
     row.update(observables(np.asarray(traj.ts), traj.metrics))
     row.update({"run_s": run_s, "compile_s": compile_s})
     return row

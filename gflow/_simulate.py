@@ -103,8 +103,7 @@ AUTO_STIFFNESS = 1.2e4
 # Where Bosh3 loses (benchmarks/README.md, "ReLU flows: later single runs"): on a stiff kinked flow
 # its step is held by stability. Musat's summed-loss ReLU net (sharpness 119): 2.1e6 gradients at
 # λ = 1e-3 against RKC's 5.1e5 at rtol 1e-3, and at λ = 1e-4 it runs out of its 2e6-step budget at
-# 31% of t1 where RKC finishes with 1.1e6. Not switched here: on Boursier's ReLU regression, also
-# stiff and squared, RKC cost the same as Bosh3, so stiffness alone does not pick the winner.
+# 31% of t1 where RKC finishes with 1.1e6. Hence the race below.
 AUTO_NONSMOOTH_SOLVER = "bosh3"
 AUTO_NONSMOOTH_RTOL = 1e-3
 AUTO_NONSMOOTH_ATOL = 1e-5
@@ -254,7 +253,9 @@ def choose_solver(
 
     - `bosh3` (Bogacki–Shampine 3(2), used at `AUTO_NONSMOOTH_RTOL` unless tolerances are given)
       when the loss is not smooth in θ (`nonsmooth_operations(problem)` is not empty: ReLU,
-      abs, max, `where` on parameters) and `detect_kinks`;
+      abs, max, `where` on parameters) and `detect_kinks`. `simulate` then races it against
+      RKC along the solve when the flow may be stiff (`_probe_and_race`); this function names
+      the solver the solve starts with;
     - else `tsit5` for losses whose curvature collapses once the train set is fitted
       (`loss.curvature_vanishes_when_fitted`: cross-entropy, logistic);
     - else `tsit5` when the stiffness ratio (sharpness(θ0) + λ) × horizon is at most
@@ -512,7 +513,12 @@ def simulate(
       `solver="auto"` finds the loss non-smooth (ReLU, abs, max: `nonsmooth_operations`) and
       takes `bosh3`: then 1e-3/1e-5 (`AUTO_NONSMOOTH_RTOL`, `AUTO_NONSMOOTH_ATOL`), since a
       tight tolerance makes every adaptive solver crawl at the kinks; `stats["nonsmooth"]` says
-      which rule was taken.
+      which rule was taken. If such a flow may be stiff (a loss whose curvature does not vanish
+      once fitted, stiffness ratio above `AUTO_STIFFNESS`) and Bosh3 has not reached t1 after
+      `AUTO_NONSMOOTH_PROBE_STEPS` steps, Bosh3 and RKC race from there and the cheaper goes on,
+      racing again at intervals (`_probe_and_race`; `traj.solver` "bosh3+rkc" once RKC ran,
+      `stats["num_races"]`, `stats["race_t"]`, `stats["rkc_steps"]`). `gflow.sweep` does not
+      race: its members run Bosh3 throughout.
     - `max_steps`: step budget; reaching it returns `RESULTS.max_steps_reached`. Default
       200 000 (`DEFAULT_MAX_STEPS`), or 2 000 000 (`AUTO_NONSMOOTH_MAX_STEPS`) when
       `solver="auto"` takes the kink-robust path, whose steps are short where the flow slides
@@ -662,16 +668,17 @@ def _probe_and_race(piece, model, t0, save_ts, max_steps: int) -> Trajectory:
     stability with √(hρ) stages (Sommeijer, Shampine & Verwer 1997), but its error estimate,
     which compares f at both ends of a step, rejects more steps at kinks. Which of the two holds
     changes along a solve (Boursier's ReLU regression is stiff until its norm has decayed, then
-    slides along kinks) and cannot be read off θ0. Explicit codes have long detected stiffness
-    along the solve to switch methods (Shampine's and Petzold's LSODA, Hairer & Wanner,
-    "Solving ODEs II", §IV.2); here the switch is decided by the cost measured on the problem.
+    slides along kinks) and cannot be read off θ0. ODE codes have long switched between a
+    non-stiff and a stiff method along the solve (Petzold 1983, LSODA; stiffness detection in
+    explicit Runge–Kutta codes: Shampine 1977, Hairer & Wanner, "Solving ODEs II", §IV.2); here
+    the switch is decided by the cost measured on the problem itself, in a race.
 
     `piece(model, t_start, saves, solver, steps)` runs one piece (`_simulate` with a traced step
     budget); every piece saves on the full save grid clamped to its start time, so all pieces of
     one solver share one compiled solve. Returns one Trajectory over all pieces (`join`); the
     losing racers' work is added to the work counts; `solver` is "bosh3", or "bosh3+rkc" once RKC
-    has run; `stats` gains `num_races`, `race_t` (the first race's time, NaN if none) and
-    `rkc_steps`.
+    has run; `stats` gains `num_races`, `rkc_steps` and, if there was a race, `race_t` (the
+    first race's time).
     """
     bosh3, rkc = AUTO_NONSMOOTH_SOLVER, AUTO_STIFF_KINK_SOLVER
     piece_steps = {bosh3: AUTO_NONSMOOTH_PROBE_STEPS, rkc: AUTO_NONSMOOTH_RKC_PIECE_STEPS}
@@ -719,7 +726,8 @@ def _probe_and_race(piece, model, t0, save_ts, max_steps: int) -> Trajectory:
     stats["num_gradient_equivalents"] = gradient_equivalents(stats)
     stats["max_steps"] = jnp.asarray(max_steps)  # the budget of the whole solve, not of a piece
     stats["num_races"] = jnp.asarray(len(race_ts))
-    stats["race_t"] = jnp.asarray(race_ts[0] if race_ts else np.nan, jnp.asarray(traj.t_final).dtype)
+    if race_ts:
+        stats["race_t"] = jnp.asarray(race_ts[0], jnp.asarray(traj.t_final).dtype)
     stats["rkc_steps"] = jnp.asarray(rkc_steps)
     return dataclasses.replace(traj, stats=stats, solver=f"{bosh3}+{rkc}" if rkc_steps else bosh3)
 

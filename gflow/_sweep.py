@@ -506,7 +506,10 @@ def sweep(
     - `saveat`: `None` (200 times), an int, or an array of times shared by all members (not
       with a per-member `t1`).
     - `solver`: as in `simulate`; `"auto"` decides once for the whole grid, on the first seed
-      and α at the longest horizon (the smallest λ in slow time).
+      and α at the longest horizon (the smallest λ in slow time). On a kinked loss every member
+      runs Bosh3 throughout: the members of a compiled call share one solver, so `simulate`'s
+      race of Bosh3 against RKC (for kinked flows that may be stiff) is not run here; for such
+      a flow pass `solver="rkc"` if it stays stiff, or run the members with `simulate`.
 
     **Other arguments:**
 
