@@ -769,7 +769,8 @@ def join(first: Trajectory, second: Trajectory) -> Trajectory:
     """One Trajectory from a run and its continuation (`simulate(..., start=first)`).
 
     The saves of `first` up to its `t_final` are followed by those of `second` after it; stats
-    that count work are added; `final`, `t_final`, `result` and the stop are the second's.
+    that count work are added; `final`, `t_final`, `result` and the stop are the second's;
+    `solver` names the solvers of both ("bosh3+rkc").
     """
     keep = np.asarray(first.ts) <= float(first.t_final)
     later = np.asarray(second.ts) > float(first.t_final)
@@ -787,12 +788,15 @@ def join(first: Trajectory, second: Trajectory) -> Trajectory:
             stats[k] = first.stats[k] + second.stats.get(k, 0)
     if "num_vf_evals" in stats:
         stats["num_gradient_equivalents"] = gradient_equivalents(stats)
-    return eqx.tree_at(
+    joined = eqx.tree_at(
         lambda tr: (tr.ts, tr.metrics, tr.stats, tr.params),
         second,
         (ts, metrics, stats, params),
         is_leaf=lambda x: x is None,
     )
+    # The solvers of both pieces, in order of first use ("bosh3+rkc" joined to "bosh3" stays so).
+    solvers = list(dict.fromkeys([*first.solver.split("+"), *second.solver.split("+")]))
+    return dataclasses.replace(joined, solver="+".join(solvers))
 
 
 def _host_callback(callback):

@@ -249,6 +249,13 @@ def test_a_continued_stiff_run_adds_its_work_counts_once():
     piece = gflow.simulate(problem, LAM, 20.0, solver="ros34pw2", saveat=3, start=first.final, t0=first.t_final)
     for key in ("num_steps", "num_vf_evals", "num_vjps"):
         assert int(joined.stats[key]) == int(first.stats[key]) + int(piece.stats[key]), key
+    assert joined.solver == "ros34pw2"
+    # Continued with another solver: both are named, and a counter only the first kept (the
+    # Rosenbrock steps' VJPs) is kept, not dropped.
+    mixed = gflow.simulate(problem, LAM, 20.0, solver="tsit5", saveat=3, start=first)
+    assert mixed.solver == "ros34pw2+tsit5"
+    assert int(mixed.stats["num_vjps"]) == int(first.stats["num_vjps"])
+    assert int(mixed.stats["num_vf_evals"]) > int(first.stats["num_vf_evals"])
 
 
 def test_continuing_a_stopped_run_and_from_a_model():
