@@ -592,6 +592,9 @@ def simulate(
         divergence_norm = default_divergence_norm(original)
     divergence_norm = jnp.asarray(divergence_norm, dtype)
     common = {
+        "divergence_norm": divergence_norm,
+        "rtol": rtol,
+        "atol": atol,
         "stop_values": stop_values,
         "max_steps": max_steps,
         "slow": slow,
@@ -616,9 +619,6 @@ def simulate(
                 lam,
                 t1,
                 saves,
-                divergence_norm,
-                rtol,
-                atol,
                 t0=t_start,
                 solver=solver,
                 num_saves=None,
@@ -630,19 +630,7 @@ def simulate(
             save_ts = default_save_times(t0, t1, num_saves, lam, slow)
         traj = _probe_and_race(piece, problem.model, t0, save_ts, max_steps)
     else:
-        traj = _simulate(
-            problem,
-            lam,
-            t1,
-            save_ts,
-            divergence_norm,
-            rtol,
-            atol,
-            t0=t0,
-            solver=solver,
-            num_saves=num_saves,
-            **common,
-        )
+        traj = _simulate(problem, lam, t1, save_ts, t0=t0, solver=solver, num_saves=num_saves, **common)
     if stats_extra:
         traj = eqx.tree_at(lambda tr: tr.stats, traj, {**traj.stats, **stats_extra})
     if previous is not None:
