@@ -628,7 +628,7 @@ def simulate(
 
         if save_ts is None:
             save_ts = default_save_times(t0, t1, num_saves, lam, slow)
-        traj = _probe_and_race(piece, problem.model, t0, save_ts, max_steps)
+        traj = _probe_and_race(piece, problem.model, t0, save_ts, max_steps, callback)
     else:
         traj = _simulate(problem, lam, t1, save_ts, t0=t0, solver=solver, num_saves=num_saves, **common)
     if stats_extra:
@@ -638,7 +638,7 @@ def simulate(
     return traj
 
 
-def _probe_and_race(piece, model, t0, save_ts, max_steps: int) -> Trajectory:
+def _probe_and_race(piece, model, t0, save_ts, max_steps: int, callback=None) -> Trajectory:
     """`solver="auto"` on a kinked flow that may be stiff: Bosh3 or RKC, whichever is measured to
     be cheaper along the solve.
 
@@ -663,7 +663,9 @@ def _probe_and_race(piece, model, t0, save_ts, max_steps: int) -> Trajectory:
 
     `piece(model, t_start, saves, solver, steps)` runs one piece (`_simulate` with a traced step
     budget); every piece saves on the full save grid clamped to its start time, so all pieces of
-    one solver share one compiled solve. Returns one Trajectory over all pieces (`join`); the
+    one solver share one compiled solve. A `callback` hears each save time once, in order: it is
+    muted while the racers run, and the winner's saves in the race are replayed to it from its
+    trajectory (`_CALLBACK_GATE`). Returns one Trajectory over all pieces (`join`); the
     losing racers' work is added to the work counts; `solver` is "bosh3", or "bosh3+rkc" once RKC
     has run; `stats` gains `num_races`, `rkc_steps` and, if there was a race, `race_t` (the
     first race's time).
@@ -675,38 +677,56 @@ def _probe_and_race(piece, model, t0, save_ts, max_steps: int) -> Trajectory:
         # The full save grid clamped to where `first` stopped: saves at or before it are dropped
         # by `join`, and every piece has the same shapes.
         saves = jnp.maximum(save_ts, first.t_final)
+        jax.effects_barrier()
+        _CALLBACK_GATE["last"] = max(_CALLBACK_GATE["last"], float(first.t_final))  # not the clamped saves
         return join(first, piece(first.final, first.t_final, saves, solver, steps))
 
     def steps_of(traj: Trajectory) -> int:
         return int(traj.stats["num_steps"])
 
-    traj = piece(model, t0, save_ts, bosh3, min(piece_steps[bosh3], max_steps))
-    spent, rkc_steps, race_ts = steps_of(traj), 0, []
-    lost = {k: 0 for k in COUNT_KEYS}  # the losing racers' work
-    while traj.result == RESULTS.max_steps_reached and spent + 2 * AUTO_NONSMOOTH_RACE_STEPS <= max_steps:
-        race_ts.append(float(traj.t_final))
-        raced = {solver: go_on(traj, solver, AUTO_NONSMOOTH_RACE_STEPS) for solver in (bosh3, rkc)}
-        rate = {
-            solver: (float(run.t_final) - race_ts[-1])
-            / max(float(gradient_equivalents(run.stats) - gradient_equivalents(traj.stats)), 1.0)
-            for solver, run in raced.items()
-        }
-        winner = max(rate, key=rate.get)
-        loser = rkc if winner == bosh3 else bosh3
-        lost = {k: lost[k] + raced[loser].stats.get(k, 0) - traj.stats.get(k, 0) for k in COUNT_KEYS}
-        spent += sum(steps_of(run) - steps_of(traj) for run in raced.values())
-        rkc_steps += steps_of(raced[rkc]) - steps_of(traj) if winner == rkc else 0
-        traj = raced[winner]
-        if traj.result != RESULTS.max_steps_reached or spent >= max_steps:
-            break
-        if winner == bosh3:
-            # Doubling Bosh3's pieces while it keeps winning bounds the races' share of a long
-            # solve that never turns stiff (a race wastes up to 1 000 RKC steps).
-            piece_steps[bosh3] *= 2
-        before = steps_of(traj)
-        traj = go_on(traj, winner, min(piece_steps[winner], max_steps - spent))
-        spent += steps_of(traj) - before
-        rkc_steps += steps_of(traj) - before if winner == rkc else 0
+    def mute(muted: bool) -> None:
+        jax.effects_barrier()  # the callbacks of the pieces run so far have run
+        _CALLBACK_GATE["muted"] = muted
+
+    _CALLBACK_GATE.update(active=True, muted=False, last=-np.inf)
+    try:
+        traj = piece(model, t0, save_ts, bosh3, min(piece_steps[bosh3], max_steps))
+        spent, rkc_steps, race_ts = steps_of(traj), 0, []
+        lost = {k: 0 for k in COUNT_KEYS}  # the losing racers' work
+        while traj.result == RESULTS.max_steps_reached and spent + 2 * AUTO_NONSMOOTH_RACE_STEPS <= max_steps:
+            race_ts.append(float(traj.t_final))
+            mute(True)
+            raced = {solver: go_on(traj, solver, AUTO_NONSMOOTH_RACE_STEPS) for solver in (bosh3, rkc)}
+            mute(False)
+            rate = {
+                solver: (float(run.t_final) - race_ts[-1])
+                / max(float(gradient_equivalents(run.stats) - gradient_equivalents(traj.stats)), 1.0)
+                for solver, run in raced.items()
+            }
+            winner = max(rate, key=rate.get)
+            loser = rkc if winner == bosh3 else bosh3
+            lost = {k: lost[k] + raced[loser].stats.get(k, 0) - traj.stats.get(k, 0) for k in COUNT_KEYS}
+            spent += sum(steps_of(run) - steps_of(traj) for run in raced.values())
+            rkc_steps += steps_of(raced[rkc]) - steps_of(traj) if winner == rkc else 0
+            traj = raced[winner]
+            if callback is not None:
+                # The winner's saves in the race, which the muted callback did not hear.
+                ts, reached = np.asarray(traj.ts), float(traj.t_final)
+                for i in np.nonzero((ts > race_ts[-1]) & (ts <= reached))[0]:
+                    _host_callback(callback)(ts[i], {k: v[i] for k, v in traj.metrics.items()})
+            if traj.result != RESULTS.max_steps_reached or spent >= max_steps:
+                break
+            if winner == bosh3:
+                # Doubling Bosh3's pieces while it keeps winning bounds the races' share of a long
+                # solve that never turns stiff (a race wastes up to 1 000 RKC steps).
+                piece_steps[bosh3] *= 2
+            before = steps_of(traj)
+            traj = go_on(traj, winner, min(piece_steps[winner], max_steps - spent))
+            spent += steps_of(traj) - before
+            rkc_steps += steps_of(traj) - before if winner == rkc else 0
+    finally:
+        jax.effects_barrier()
+        _CALLBACK_GATE.update(active=False, muted=False, last=-np.inf)
 
     stats = dict(traj.stats)
     for k in COUNT_KEYS:
@@ -787,9 +807,21 @@ def join(first: Trajectory, second: Trajectory) -> Trajectory:
     return dataclasses.replace(joined, solver="+".join(solvers))
 
 
+# While `_probe_and_race` runs, a user's callback hears each save time once, in order: the racers'
+# pieces are muted (the winner's saves are replayed from its trajectory) and a piece's saves at
+# or before its start time (the clamped grid) are skipped.
+_CALLBACK_GATE = {"active": False, "muted": False, "last": -np.inf}
+
+
 def _host_callback(callback):
     def call(t, metrics):
-        callback(np.asarray(t).item(), {k: np.asarray(v).item() for k, v in metrics.items()})
+        t = np.asarray(t).item()
+        gate = _CALLBACK_GATE
+        if gate["active"]:
+            if gate["muted"] or t <= gate["last"]:
+                return
+            gate["last"] = t
+        callback(t, {k: np.asarray(v).item() for k, v in metrics.items()})
 
     return call
 

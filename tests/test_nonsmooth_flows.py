@@ -293,3 +293,11 @@ def test_the_race_keeps_the_step_budget_stops_and_saved_parameters(short_race):
     assert stopped.ok and stopped.stop_reason.startswith("norm <=")
     assert float(stopped.stats["race_t"]) < float(stopped.t_final) < times[16]
     np.testing.assert_allclose(np.asarray(stopped.params.u)[:15], np.asarray(full.params.u)[:15], rtol=1e-12)
+    # A logging callback hears every save once, in order, with the values the trajectory keeps:
+    # not the losing racer's saves, nor a piece's saves clamped to its start.
+    heard = []
+    logged = gflow.simulate(problem, lam, t1, saveat=times, callback=lambda t, m: heard.append((t, m["norm"])))
+    jax.effects_barrier()
+    assert int(logged.stats["num_races"]) >= 2
+    np.testing.assert_array_equal([t for t, _ in heard], times)
+    np.testing.assert_allclose([v for _, v in heard], np.asarray(logged.metrics["norm"]), rtol=1e-12)
