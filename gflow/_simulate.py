@@ -841,6 +841,9 @@ class NonFiniteGuard(WrappingController):
     state's flag is set, and `simulate` reports
     `RESULTS.non_finite_field` with the last finite state, instead of spending its whole
     step budget on rejections and advising a larger `max_steps`.
+
+    `step_budget` (a traced int, optional): end the solve with `max_steps_reached` after that
+    many attempted steps, below Diffrax's static `max_steps` (the pieces of `_probe_and_race`).
     """
 
     step_budget: jax.Array | None = None
