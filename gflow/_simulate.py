@@ -809,7 +809,8 @@ def join(first: Trajectory, second: Trajectory) -> Trajectory:
 
 # While `_probe_and_race` runs, a user's callback hears each save time once, in order: the racers'
 # pieces are muted (the winner's saves are replayed from its trajectory) and a piece's saves at
-# or before its start time (the clamped grid) are skipped.
+# or before its start time (the clamped grid) are skipped. One gate for the process: solves with
+# callbacks run from several threads at once while one of them races would share it.
 _CALLBACK_GATE = {"active": False, "muted": False, "last": -np.inf}
 
 
