@@ -281,7 +281,7 @@ def measure(
             echo(f"    reference reused: t_fit {ref['t_fit']:.5g}, t_grok {ref['t_grok']:.5g}")
             results = kept
         for method in methods:
-            if method == "gd" or method.startswith("gd@"):
+            if method == "gd" or is_gd_step(method):
                 row = run_gd(problem, lam, t1, lr_usual if method == "gd" else float(method[3:]), saves)
             else:
                 row = run_flow(problem, lam, t1, method, saves, max_steps)

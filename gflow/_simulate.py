@@ -114,7 +114,7 @@ AUTO_NONSMOOTH_ATOL = 1e-5
 # goes on, for AUTO_NONSMOOTH_RKC_PIECE_STEPS steps (RKC) or a doubling number (Bosh3), then races
 # again. The sharpness at θ0 cannot choose: Boursier's ReLU regression (sharpness 543 at θ0,
 # stiffness 5.4e7 to t1 = 1e5) is stiff until its norm has decayed and then slides along kinks,
-# where RKC rejects half its steps (RKC throughout: 6.7e6 gradients, Bosh3 throughout 1.08e6);
+# where RKC rejected 47% of its steps (RKC throughout: 6.7e6 gradients, Bosh3 throughout 1.08e6);
 # Musat's summed-loss ReLU net (sharpness 119) stays stiff, where Bosh3 is held by stability
 # (2.1e6 gradients at λ = 1e-3, RKC 5.1e5). Measured in benchmarks/README.md, "ReLU flows".
 AUTO_NONSMOOTH_PROBE_STEPS = 20_000

@@ -136,18 +136,17 @@ class Trajectory(eqx.Module):
             # on a stiff flow, by stability (Musat's summed-loss ReLU net, benchmarks/README.md).
             sharpness = float(self.stats.get("sharpness_estimate", np.nan))
             races = int(self.stats.get("num_races", 0))
+            note += (
+                f" The solver crawled on solver='auto''s kink path ({self.solver}; sharpness(theta0) ~ {sharpness:.3g})"
+            )
             if races:
                 # It already raced bosh3 against RKC and went on with the cheaper one.
-                note += (
-                    f" The solver crawled on solver='auto''s kink path ({self.solver}; sharpness(theta0) ~ "
-                    f"{sharpness:.3g}) after racing bosh3 against RKC {races} time(s) and keeping the cheaper: "
-                    "raise max_steps, loosen rtol (1e-3 is the default here), or use gflow.gd at a step below "
-                    "2/sharpness."
+                return note + (
+                    f" after racing bosh3 against RKC {races} time(s) and keeping the cheaper: raise max_steps, "
+                    "loosen rtol (1e-3 is the default here), or use gflow.gd at a step below 2/sharpness."
                 )
-                return note
             note += (
-                f" The solver crawled on solver='auto''s kink path ({self.solver}; sharpness(theta0) ~ "
-                f"{sharpness:.3g}). If the flow is stiff (h * sharpness > 2.5 for the step h you need), use "
+                ". If the flow is stiff (h * sharpness > 2.5 for the step h you need), use "
                 "solver=gflow.RKC() at rtol=1e-3 (4x fewer gradients than bosh3 on a stiff squared-loss ReLU "
                 "net); otherwise raise max_steps, or use gflow.gd at a step below 2/sharpness."
             )

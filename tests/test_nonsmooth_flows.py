@@ -146,7 +146,7 @@ def test_boursier_relu_regression_through_the_norm_decay_matches_the_figures_gra
     where the figure's curvature-scheduled gradient descent
     (`boursier_fig3_relu_regression.scheduled_gd`, η = c/sharpness per decade) does. The flow is
     stiff here (sharpness 543 at θ0), so after Bosh3's first 20 000 steps RKC wins the race and
-    takes over (1.3·10⁵ gradient-equivalents, where Bosh3 throughout took 1.4·10⁵ steps, 4.2·10⁵
+    takes over (1.3·10⁵ gradient-equivalents, where Bosh3 throughout took 1.4·10⁵ steps, 4.1·10⁵
     gradients). Measured: ‖θ‖ 0.03%, test loss 0.23%, train loss 0.28% from GD at c = 0.5 (which
     is 1e-4 from c = 0.25)."""
     from gflow.papers import boursier_fig3_relu_regression as fig3
