@@ -15,6 +15,7 @@ import gflow.analysis
 import gflow.papers.lyu_fig2_modular_addition as f2
 import gflow.papers.lyu_fig3_matrix_completion as f3
 import gflow.papers.lyu_fig4_no_weight_decay as f4
+from gflow.papers._common import gd_segments
 
 
 def _smoke(name, figure_run):
@@ -205,7 +206,7 @@ def test_fig2_scaled_init():
     logits = np.asarray(gflow.models.ModularMLP.__call__(big.model, problem.train["x"][0]))
     assert not np.any(logits)
     schedule = f2.schedule(f2.FIGURE.params("quick"), "b")
-    parts = f2.segments(schedule, 60)
+    parts = gd_segments(schedule, 60)
     assert all(n % 60 == 0 for _, n in parts)
     ends = np.cumsum([lr * n for lr, n in parts])
     np.testing.assert_allclose(ends, [t for t, _ in schedule], rtol=0.01)

@@ -1,5 +1,5 @@
 """What the figure modules of `gflow.papers` share: float64 checks, one-line parameter checks, the τ
-axis, the caption line.
+axis, the caption line, and gradient descent saved close to log-spaced in t (`gd_chain`).
 
 Run folders, NetCDF writes, timing and console summaries belong to the runner
 (`gflow._runner.run_figure`), not here.
@@ -8,6 +8,7 @@ Run folders, NetCDF writes, timing and console summaries belong to the runner
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 
 def require_float64(name: str) -> None:
@@ -77,3 +78,65 @@ def require_multiple(params, total: str, part: str) -> None:
         raise ConfigError(
             f"figure.{total} = {params[total]} must be a positive multiple of figure.{part} = {params[part]}"
         )
+
+
+def gd_segments(schedule, saves: int) -> list[tuple[float, int]]:
+    """(η, steps) of the consecutive `gd` calls of a step-size schedule ((t_end, η), …): η until
+    t_end, then the next entry's η.
+
+    Each call makes a multiple of `saves` steps, as close as possible to (t_end − t_start)/η.
+    """
+    out, t = [], 0.0
+    for t_end, lr in schedule:
+        n = max(saves, int(round((t_end - t) / lr / saves)) * saves)
+        out.append((float(lr), n))
+        t += n * lr
+    return out
+
+
+def gd_chain(problem, lams, schedule, saves: int, *, member=None, member_args=()):
+    """Full-batch gradient descent (`gflow.gd`) for every member, vmapped and compiled once.
+
+    Member i runs on `member(problem, *(a[i] for a in member_args))` (default: `problem` itself)
+    with weight decay `lams[i]`. The run is a chain of `gd` calls, one per entry (t_end, η) of the
+    step-size schedule (`gd_segments`), each from the last iterate of the one before and each
+    with `saves` saves, so a constant η with entries t_end = 10, 100, 1000 saves close to
+    log-spaced in t (one `gd` call saves uniformly in its steps).
+
+    Returns (t, cumulative step, {metric: (member, time)}, result codes per member (0 = successful)),
+    with t = Σ η over the steps taken and the initial point as the first save.
+    """
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from .._gd import gd
+
+    parts = gd_segments(schedule, saves)
+
+    def run(problem, lam, *args):
+        current = problem if member is None else member(problem, *args)
+        out = []
+        for lr, n in parts:
+            traj = gd(current, lam, lr, n, save_every=n // saves)
+            out.append(traj)
+            current = eqx.tree_at(lambda pr: pr.model, current, traj.final)
+        return out
+
+    @eqx.filter_jit
+    def grid(problem, lams, *args):
+        return jax.vmap(run, in_axes=(None, 0, *(0,) * len(args)))(problem, lams, *args)
+
+    dt = jnp.zeros(()).dtype
+    trajs = grid(problem, jnp.asarray(lams, dt), *(jnp.asarray(a, dt) for a in member_args))
+    trajs = jax.device_get(trajs)
+    t, step, t_off, step_off, metrics = [np.zeros(1)], [np.zeros(1)], 0.0, 0, {}
+    for (lr, n), traj in zip(parts, trajs, strict=True):
+        ts = np.asarray(traj.ts[0])
+        t.append(t_off + ts[1:])
+        step.append(step_off + np.arange(1, saves + 1) * (n // saves))
+        t_off, step_off = t_off + ts[-1], step_off + n
+        for k, v in traj.metrics.items():
+            v = np.asarray(v)
+            metrics.setdefault(k, [v[:, :1]]).append(v[:, 1:])
+    result = np.max(np.stack([np.asarray(tr.result._value) for tr in trajs]), axis=0)  # 0 = successful
+    return (np.concatenate(t), np.concatenate(step), {k: np.concatenate(v, axis=1) for k, v in metrics.items()}, result)

@@ -90,7 +90,7 @@ import numpy as np
 import xarray as xr
 
 from . import FigureExperiment
-from ._common import add_tau_axis, caption, require_float64, require_in
+from ._common import add_tau_axis, caption, gd_chain, require_float64, require_in
 
 GROK_ACCURACY = 0.9  # "generalised": test accuracy at or above this, for good
 HALF_ACCURACY = 0.5  # the middle of the jump (robust to the 1/53 granularity of the quick test set)
@@ -145,19 +145,6 @@ def describe(schedule) -> str:
     return "η = " + ", ".join(f"{lr:g} to t = {t:g}" for t, lr in schedule)
 
 
-def segments(schedule, saves: int) -> list[tuple[float, int]]:
-    """(η, steps) of the consecutive `gd` calls of a schedule ((t_end, η), …).
-
-    Each call makes a multiple of `saves` steps, as close as possible to (t_end − t_start)/η.
-    """
-    out, t = [], 0.0
-    for t_end, lr in schedule:
-        n = max(saves, int(round((t_end - t) / lr / saves)) * saves)
-        out.append((float(lr), n))
-        t += n * lr
-    return out
-
-
 def base_problem(params):
     """He init ×1 (W2 ≠ 0) on the figure's data split: the members rescale it."""
     from .. import tasks
@@ -177,47 +164,12 @@ def scaled(problem, alpha, zero_last):
 
 
 def run_grid(problem, alphas, lams, zero_last, schedule, saves: int):
-    """`gflow.gd` over members (α_i, λ_i, zero_last_i), vmapped and compiled once.
+    """`gflow.gd` over members (α_i, λ_i, zero_last_i), vmapped and compiled once (`gd_chain`: one
+    `gd` call per entry of the step-size schedule, so the saves are close to log-spaced in t).
 
-    Returns (t, cumulative step, {metric: (member, time)}, result codes). The run is a chain of
-    `gd` calls, one per entry of the step-size schedule (`segments`), each starting from the
-    last iterate of the one before, so the saves are close to log-spaced in t.
+    Returns (t, cumulative step, {metric: (member, time)}, result codes).
     """
-    import equinox as eqx
-    import jax
-    import jax.numpy as jnp
-
-    from .._gd import gd
-
-    parts = segments(schedule, saves)
-
-    def member(problem, a, lam, z):
-        current = scaled(problem, a, z)
-        out = []
-        for lr, n in parts:
-            traj = gd(current, lam, lr, n, save_every=n // saves)
-            out.append(traj)
-            current = eqx.tree_at(lambda pr: pr.model, current, traj.final)
-        return out
-
-    @eqx.filter_jit
-    def grid(problem, alphas, lams, zero_last):
-        return jax.vmap(member, in_axes=(None, 0, 0, 0))(problem, alphas, lams, zero_last)
-
-    dt = jnp.zeros(()).dtype
-    trajs = grid(problem, jnp.asarray(alphas, dt), jnp.asarray(lams, dt), jnp.asarray(zero_last, dt))
-    trajs = jax.device_get(trajs)
-    t, step, t_off, step_off, metrics = [np.zeros(1)], [np.zeros(1)], 0.0, 0, {}
-    for (lr, n), traj in zip(parts, trajs):
-        ts = np.asarray(traj.ts[0])
-        t.append(t_off + ts[1:])
-        step.append(step_off + np.arange(1, saves + 1) * (n // saves))
-        t_off, step_off = t_off + ts[-1], step_off + n
-        for k, v in traj.metrics.items():
-            v = np.asarray(v)
-            metrics.setdefault(k, [v[:, :1]]).append(v[:, 1:])
-    result = np.max(np.stack([np.asarray(tr.result._value) for tr in trajs]), axis=0)  # 0 = successful
-    return (np.concatenate(t), np.concatenate(step), {k: np.concatenate(v, axis=1) for k, v in metrics.items()}, result)
+    return gd_chain(problem, lams, schedule, saves, member=scaled, member_args=(alphas, zero_last))
 
 
 def member_times(t, train_acc, test_acc):
