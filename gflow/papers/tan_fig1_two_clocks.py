@@ -1,4 +1,4 @@
-r"""Tan, Gai & Zhang, Fig. 1: grokking of addition mod p with AdamW at five weight decays (papers.md §5.5, A14).
+r"""Tan, Gai & Zhang, Fig. 1: grokking of addition mod p by AdamW at five weight decays and by the flow (A14).
 
 The paper's only experiment: addition mod 113, a trainable token embedding (d = 128), the two
 token embeddings combined symmetrically, a ReLU MLP and softmax cross-entropy, full batch,
@@ -7,7 +7,7 @@ an Adam-family optimiser with lr 1e−3, betas (0.9, 0.98) and decoupled weight 
 against epochs: the train loss reaches ~1e−6 by ≈ 1500 epochs, the test loss drops later, in
 ≈ 4000–8500 epochs, earlier for larger λ (papers.md §8: [2nd], captions read).
 
-**This figure is about the discrete optimiser, not gradient flow.** AdamW's decoupled decay
+**The upper panels (a, b) are about the discrete optimiser, not gradient flow.** AdamW's decoupled decay
 θ ← θ − lr·(m̂/(√v̂ + ε) + λθ) is not the gradient flow of F + (λ/2)‖θ‖² with any
 preconditioning (papers.md §1, recommendation 1), so `measure` runs optax's `adamw` through
 `gflow.gd(problem, λ, optimizer=lambda λ: optax.adamw(...))`: one jitted scan over epochs,
@@ -29,6 +29,19 @@ network's end-to-end map on its whole input space (`tan_fig3_stable_rank` draws 
 ‖M‖²₂ is found by repeated squaring of the smaller Gram matrix (`_srank`: matrix products
 only; a batched LAPACK eigensolver under vmap inside the scan deadlocked XLA's CPU thread pool,
 jaxlib 0.10.2, 2 cores).
+
+**The lower panels (c, d) are the gradient flow** θ' = −∇F(θ) − λθ of the same network, data
+and initialisation (`run_flow`): `gflow.sweep` over λ ∈ `flow_lams` with solver "auto" at its
+defaults (it finds the ReLU and integrates with Bogacki–Shampine 3(2) at rtol 1e-3; on
+cross-entropy it does not race RKC), and full-batch gradient descent at η = `flow_lr` = 0.2 beside
+it on the same save times (the sharpness at θ0 is 6.8, so η·sharpness = 1.35 < 2; `gd_chain`
+spaces the saves close to logarithmically in t). Its λ is the flow's own scale, not AdamW's: with
+λ ≥ 1e-2 the decay holds the flow's train loss above 0.5 (AdamW's decay per epoch, lr·λ, is
+6e−4 to 1e−3, on normalised steps). Clocks of the flow: t_fit, from which the train accuracy stays
+≥ 0.99, and t_grok, from which the test accuracy stays ≥ 0.9, with τ_grok = λ·t_grok and the
+exponent of t_grok ∝ λ^s fitted over the λ that grokked. Panel (d) draws the test accuracy
+against τ = λt: the jumps line up where t_grok ∝ 1/λ. Its plateau at 0.505 is the test pairs
+whose mirror (b, a) is a train pair (the model is symmetric in a and b).
 
 Unknowns (papers.md §10.3) and our choices:
 - train fraction: 0.3 of the p² ordered pairs at full size (Nanda et al.'s). The model is
@@ -56,6 +69,18 @@ line in ln(1/ε) with R² = 0.995–0.997 (Adam's normalised steps make the marg
 unlike gradient flow: `tan_deep_linear_two_clocks`); T_test = 4275, 3575, 3125, 2700, 2425
 epochs for λ = 0.6, 0.7, 0.8, 0.9, 1.0 [test drop ≈ 4000–8500, earlier for larger λ], i.e.
 λ·T_test ≈ 2.4–2.6e3: T_test ∝ 1/λ; final test accuracy 0.996–1.000.
+
+Measured, the flow (quick size, λ = 1e-3, 2e-3, 4e-3, to t = 10⁴; GD at η = 0.2 in brackets):
+the train set is fitted at t = 28.6 for every λ [28.6] (the fast clock does not depend on λ);
+t_grok = 4049, 2325, 1200 [3933, 2280, 1200], i.e. τ_grok = 4.05, 4.65, 4.80 and t_grok ∝ λ^−0.88
+[λ^−0.86] (the flow and GD one save apart at most: saves 117 and 45 apart there); final test
+accuracy 0.996, 1.000, 0.990 [0.996, 1.000, 0.981], final train loss 0.035, 0.072, 0.164 (the
+flow's minimiser with decay keeps a positive cross-entropy; AdamW's train loss reaches 2e−7).
+Cost: 8 279, 13 370 and 23 474 gradient evaluations for the flow against GD's 49 980 steps per
+member (2.1–6.0× fewer); wall time on 2 CPU cores, compilation included, 71 s for the flow's
+three members (one per compiled call) and 207 s for GD's vmapped chain. At smoke size (p = 11,
+λ = 1e-2 and 2e-2, to t = 500: no grokking) the flow's losses are within 1.1% of GD's and ‖θ‖
+within 0.1% (a test), at 5 717 and 10 460 gradient evaluations against GD's 2 500 steps.
 """
 
 from __future__ import annotations
@@ -74,7 +99,7 @@ from .. import tasks
 from .._gd import gd
 from ..analysis import crossing_time, scaling_fit
 from . import FigureExperiment
-from ._common import add_tau_axis, caption, require_float64, require_multiple
+from ._common import add_tau_axis, caption, gd_chain, require_float64, require_multiple
 
 # Stable ranks recorded at every log (see the module docstring).
 SRANK_MATRICES = ("embed", "w1", "head", "logits")
@@ -82,6 +107,12 @@ SERIES = ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "norm") 
     f"srank_{name}" for name in SRANK_MATRICES
 )
 
+
+# The gradient flow of the same network (`run_flow`): its curves (flow_<name>, GD beside it as
+# gd_<name>) and its clocks, read off test and train accuracy.
+FLOW_SERIES = ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "norm", "srank_logits")
+FIT_ACCURACY = 0.99  # the flow has fitted the train set: train accuracy at or above this, for good
+GROK_ACCURACY = 0.9  # the flow has generalised: test accuracy at or above this, for good
 
 FIGURE = FigureExperiment.from_toml(__name__)
 
@@ -95,6 +126,16 @@ def check(params) -> None:
         raise ConfigError(f"figure.lams must be a list of positive weight decays, got {params['lams']}")
     if not params["eps"] or min(params["eps"]) <= 0:
         raise ConfigError(f"figure.eps must be a list of positive loss levels, got {params['eps']}")
+    if not params["flow_lams"] or min(params["flow_lams"]) <= 0:
+        raise ConfigError(f"figure.flow_lams must be a list of positive weight decays, got {params['flow_lams']}")
+    ends = params["flow_t"]
+    if not ends or ends[0] <= 0 or any(b <= a for a, b in zip(ends, ends[1:])):
+        raise ConfigError(f"figure.flow_t must be increasing positive times, got {ends}")
+    if params["flow_lr"] <= 0 or params["flow_saves"] < 1:
+        raise ConfigError(
+            f"figure.flow_lr must be a positive step and figure.flow_saves a positive count, got "
+            f"{params['flow_lr']} and {params['flow_saves']}"
+        )
 
 
 def _srank(a, squarings: int = 10):
@@ -219,6 +260,85 @@ def train_adamw(params):
     return problem, epochs, logs, traj.final
 
 
+def run_flow(problem, params, *, progress: bool = False) -> xr.Dataset:
+    """The gradient flow θ' = −∇F(θ) − λθ of the same network, data and initialisation for every λ
+    in `flow_lams`, with full-batch gradient descent beside it on the same times.
+
+    Gradient descent: `gd_chain`, step `flow_lr` throughout, one `gd` call per entry of `flow_t`
+    with `flow_saves` saves each (saves close to log-spaced in t = lr·step), vmapped over λ. The
+    flow: `gflow.sweep` over λ with solver "auto" at its defaults (it finds the ReLU and takes
+    Bogacki–Shampine 3(2) at rtol 1e-3; cross-entropy, so no race with RKC), saved at GD's times,
+    one member per compiled call on a CPU (a vmapped adaptive solve runs every member until the
+    slowest ends).
+
+    Returns a Dataset over (flow_lam, flow_time): flow_<name> and gd_<name> for every name of
+    `FLOW_SERIES`; per λ the fit time (train accuracy ≥ `FIT_ACCURACY` for good) and the grokking
+    time (test accuracy ≥ `GROK_ACCURACY` for good) of both, τ_grok = λ·t_grok of the flow, its
+    gradient evaluations, steps and result codes.
+    """
+    import time
+
+    from .._sweep import sweep
+
+    lams = [float(v) for v in params["flow_lams"]]
+    schedule = tuple((float(t_end), float(params["flow_lr"])) for t_end in params["flow_t"])
+    start = time.perf_counter()
+    t, step, gd_metrics, gd_result = gd_chain(problem, lams, schedule, params["flow_saves"])
+    wall_gd = time.perf_counter() - start
+    flow = sweep(
+        lambda key: problem,
+        lam=lams,
+        t1=float(t[-1]),
+        time="fast",
+        saveat=t,
+        chunk_size=1 if jax.default_backend() == "cpu" else None,
+        progress=progress,
+    )
+    wall_flow = time.perf_counter() - start - wall_gd
+
+    def member_values(name):  # (λ, seed, …) → (λ, …): one seed
+        return np.asarray(flow[name].values)[:, 0]
+
+    def recorded(metrics, name):  # the stable ranks are recorded on the test split (test_srank_*)
+        return np.asarray(metrics[f"test_{name}" if name.startswith("srank") else name], float)
+
+    flow_metrics = {k: member_values(k) for k in flow.data_vars}
+    data = {}
+    for name in FLOW_SERIES:
+        data[f"flow_{name}"] = (("flow_lam", "flow_time"), recorded(flow_metrics, name))
+        data[f"gd_{name}"] = (("flow_lam", "flow_time"), recorded(gd_metrics, name))
+    out = xr.Dataset(
+        data, coords={"flow_lam": np.asarray(lams), "flow_t": ("flow_time", t), "flow_step": ("flow_time", step)}
+    )
+    for prefix in ("flow", "gd"):
+        train_acc, test_acc = out[f"{prefix}_train_accuracy"].values, out[f"{prefix}_test_accuracy"].values
+        out[f"{prefix}_t_fit"] = (
+            "flow_lam",
+            np.array([crossing_time(t, a, FIT_ACCURACY, below=False) for a in train_acc]),
+        )
+        out[f"{prefix}_t_grok"] = (
+            "flow_lam",
+            np.array([crossing_time(t, a, GROK_ACCURACY, below=False) for a in test_acc]),
+        )
+    out["flow_tau_grok"] = ("flow_lam", out["flow_t_grok"].values * np.asarray(lams))
+    for prefix in ("flow", "gd"):  # t_grok ∝ λ^slope (NaN unless two λ grokked)
+        t_grok = out[f"{prefix}_t_grok"].values
+        ok = np.isfinite(t_grok)
+        slope = scaling_fit(np.log(np.asarray(lams)[ok]), np.log(t_grok[ok])).slope if ok.sum() >= 2 else math.nan
+        out.attrs[f"{prefix}_grok_slope"] = float(slope)
+    out["flow_gradients"] = ("flow_lam", flow_metrics["stats_num_gradient_equivalents"].astype(np.int64))
+    out["flow_steps"] = ("flow_lam", flow_metrics["stats_num_steps"].astype(np.int64))
+    out["flow_result"] = ("flow_lam", flow_metrics["result"].astype(np.int8))
+    out["gd_result"] = ("flow_lam", np.asarray(gd_result).astype(np.int8))
+    out.attrs.update(
+        flow_solver=flow.attrs["solver"],
+        flow_rtol=json.loads(flow.attrs["config"])["rtol"],
+        wall_gd_s=wall_gd,
+        wall_flow_s=wall_flow,
+    )
+    return out
+
+
 def first_stay(epochs, values, threshold: float, *, after: float = 0.0, window: int | None = None) -> float:
     """First logged epoch ≥ `after` from which `values` ≤ `threshold` for `window` logs (None: to the end)."""
     if window is None:
@@ -268,25 +388,48 @@ def to_dataset(problem, epochs, logs, clocks, params) -> xr.Dataset:
     return ds
 
 
-def lams_text(params) -> str:
-    return "{" + ", ".join(f"{v:g}" for v in params["lams"]) + "}"
+def lams_text(params, field: str = "lams") -> str:
+    return "{" + ", ".join(f"{v:g}" for v in params[field]) + "}"
 
 
 def measure(params, *, progress: bool = False, echo=print) -> xr.Dataset:
-    """Train AdamW for every λ (one vmapped scan) and measure the two clocks; returns one Dataset.
+    """Train AdamW for every λ (one vmapped scan) and measure the two clocks; then the gradient flow
+    of the same network with gradient descent beside it (`run_flow`); returns one Dataset.
 
-    Dimensions `lam`, `epoch` and `eps`: the recorded series over (lam, epoch), `t_cls` over
-    (lam, eps), `t_test`, `cls_r2` and `cls_slope` over lam; `t` = lr·epoch.
+    AdamW: dimensions `lam`, `epoch` and `eps`: the recorded series over (lam, epoch), `t_cls` over
+    (lam, eps), `t_test`, `cls_r2` and `cls_slope` over lam; `t` = lr·epoch. The flow: dimensions
+    `flow_lam` and `flow_time` (`run_flow`).
     """
-    del progress  # one compiled scan: no progress to report
+    import time
+
     require_float64(FIGURE.name)
     check(params)
     echo(
         f"  AdamW on addition mod {params['p']} (d = {params['embed']}, width {params['width']}), "
         f"λ ∈ {lams_text(params)}: {params['epochs']} epochs in one vmapped scan"
     )
+    start = time.perf_counter()
     problem, epochs, logs, _ = train_adamw(params)
-    return to_dataset(problem, epochs, logs, clock_times(epochs, logs, params), params)
+    wall_adamw = time.perf_counter() - start
+    ds = to_dataset(problem, epochs, logs, clock_times(epochs, logs, params), params)
+    echo(
+        f"  the gradient flow of the same network, λ ∈ {lams_text(params, 'flow_lams')}, to t = "
+        f"{params['flow_t'][-1]:g}, full-batch GD at η = {params['flow_lr']:g} beside it"
+    )
+    flow = run_flow(problem, params, progress=progress)
+    echo(
+        f"    the flow ({flow.attrs['flow_solver']}, rtol {flow.attrs['flow_rtol']:g}): "
+        f"{', '.join(str(int(g)) for g in flow['flow_gradients'].values)} gradient evaluations "
+        f"[{flow.attrs['wall_flow_s']:.1f} s]; GD {int(flow['flow_step'].values[-1])} steps per member "
+        f"[{flow.attrs['wall_gd_s']:.1f} s]"
+    )
+    ds.update(flow)
+    ds.attrs.update(flow.attrs, wall_adamw_s=wall_adamw)
+    ds.attrs["flow"] = (
+        "gradient flow dtheta/dt = -grad F - lam theta of the same network, data and init (gflow.sweep, "
+        "solver auto); full-batch GD at step flow_lr beside it, t = lr*step"
+    )
+    return ds
 
 
 def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
@@ -310,20 +453,51 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
                 f"{ds['test_loss'].values[i, -1]:.2e}, {ds['test_accuracy'].values[i, -1]:.3f}",
             )
         )
+    if "flow_lam" in ds.dims:
+        rows += flow_summary(ds)
+    return rows
+
+
+def flow_summary(ds: xr.Dataset) -> list[tuple[str, str]]:
+    """Per λ of the flow: fit and grokking times of the flow and of GD, τ_grok, the costs."""
+    params = json.loads(ds.attrs["params"])
+    rows = []
+    for i, lam in enumerate(ds["flow_lam"].values):
+        rows.append(
+            (
+                f"flow λ = {lam:g}: t_fit (train acc ≥ {FIT_ACCURACY:g}), t_grok (test acc ≥ {GROK_ACCURACY:g}); "
+                f"GD at η = {params['flow_lr']:g}",
+                f"{ds['flow_t_fit'].values[i]:.1f}, {ds['flow_t_grok'].values[i]:.0f} (τ = λt = "
+                f"{ds['flow_tau_grok'].values[i]:.2f}); GD {ds['gd_t_fit'].values[i]:.1f}, "
+                f"{ds['gd_t_grok'].values[i]:.0f}",
+            )
+        )
+        rows.append(
+            (
+                f"flow λ = {lam:g}: final train / test loss, test accuracy (GD); gradient evaluations",
+                f"{ds['flow_train_loss'].values[i, -1]:.3g} / {ds['flow_test_loss'].values[i, -1]:.3g}, "
+                f"{ds['flow_test_accuracy'].values[i, -1]:.3f} ({ds['gd_train_loss'].values[i, -1]:.3g} / "
+                f"{ds['gd_test_loss'].values[i, -1]:.3g}, {ds['gd_test_accuracy'].values[i, -1]:.3f}); "
+                f"{int(ds['flow_gradients'].values[i])} (GD {int(ds['flow_step'].values[-1])} steps)",
+            )
+        )
     return rows
 
 
 def plot(ds: xr.Dataset):
     """(a) train (dashed) and test loss over epochs for every λ with T_test marked; (b) T̂_cls(ε)
-    against ln(1/ε) with the R² of a straight line."""
+    against ln(1/ε) with the R² of a straight line; with the flow (`run_flow`): (c) its train and
+    test loss over t with GD beneath, (d) its test accuracy over τ = λt."""
     import matplotlib.pyplot as plt
 
     params = json.loads(ds.attrs["params"])
     lams, epochs = ds["lam"].values, ds["epoch"].values
     test_drop = params["test_drop"]
-    fig = plt.figure(figsize=(13, 6.2), layout="constrained")
-    fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))
-    ax, ax_side = fig.subplots(1, 2, width_ratios=(2.1, 1))
+    with_flow = "flow_lam" in ds.dims
+    fig = plt.figure(figsize=(13, 11.5 if with_flow else 6.2), layout="constrained")
+    fig.get_layout_engine().set(rect=(0, 0.018, 1, 0.982) if with_flow else (0, 0.03, 1, 0.97))
+    axes = fig.subplots(2 if with_flow else 1, 2, width_ratios=(2.1, 1), squeeze=False)
+    ax, ax_side = axes[0]
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(lams)))
     for i, (lam, c) in enumerate(zip(lams, colors, strict=True)):
         ax.semilogy(epochs, ds["train_loss"].values[i], color=c, ls="--", lw=1)
@@ -353,15 +527,89 @@ def plot(ds: xr.Dataset):
     ax_side.legend(fontsize=8)
     ax_side.grid(True, alpha=0.3)
     betas = (params["beta1"], params["beta2"])
+    if with_flow:
+        _plot_flow(ds, params, *axes[1])
     fig.suptitle(
         f"Addition mod {params['p']}: embedding + ReLU MLP + cross-entropy, full-batch AdamW "
         f"(lr {params['lr']:g}, betas {betas}, decoupled weight decay λ) — Tan et al. Fig. 1"
+        + (
+            "\nbelow: the gradient flow of the same network, with full-batch gradient descent beside it"
+            if with_flow
+            else ""
+        )
     )
     caption(
         fig,
         f"p = {params['p']}, d = {params['embed']}, width {params['width']}, train fraction "
         f"{params['train_fraction']:g} of ordered pairs, {params['epochs']} epochs, seed {params['seed']}; "
-        "discrete AdamW, not gradient flow; width, depth, train fraction and seed are our choices",
+        "(a, b) discrete AdamW, not gradient flow; width, depth, train fraction and seed are our choices",
         size=ds.attrs.get("size"),
     )
     return fig
+
+
+def _plot_flow(ds: xr.Dataset, params, ax, ax_side) -> None:
+    """(c) the flow's train (dashed) and test loss over t for every λ, GD as a wide faint band
+    beneath each, t_grok marked; (d) test accuracy over τ = λt: the curves meet where grokking
+    time ∝ 1/λ."""
+    import matplotlib.pyplot as plt
+
+    lams, t = ds["flow_lam"].values, ds["flow_t"].values
+    colors = plt.cm.plasma(np.linspace(0.0, 0.8, len(lams)))
+    shown = t > 0  # log axis
+    for i, (lam, c) in enumerate(zip(lams, colors, strict=True)):
+        for name, style in (("train_loss", "--"), ("test_loss", "-")):
+            ax.loglog(t[shown], ds[f"gd_{name}"].values[i][shown], color=c, lw=5, alpha=0.25, ls=style)
+            ax.loglog(t[shown], ds[f"flow_{name}"].values[i][shown], color=c, lw=1.4, ls=style)
+        ax.plot([], [], color=c, lw=1.4, label=f"λ = {lam:g}")
+        t_grok = ds["flow_t_grok"].values[i]
+        if math.isfinite(t_grok):
+            ax.axvline(t_grok, color=c, ls=":", lw=1)
+        ax_side.semilogx(lams[i] * t[shown], ds["gd_test_accuracy"].values[i][shown], color=c, lw=5, alpha=0.25)
+        tau_grok = ds["flow_tau_grok"].values[i]
+        ax_side.semilogx(
+            lams[i] * t[shown],
+            ds["flow_test_accuracy"].values[i][shown],
+            color=c,
+            lw=1.4,
+            label=f"λ = {lam:g}: τ_grok = {tau_grok:.2f}",
+        )
+    ax.plot([], [], color="k", ls="--", lw=1.4, label="train loss (flow)")
+    ax.plot([], [], color="k", lw=1.4, label="test loss (flow)")
+    ax.plot([], [], color="k", lw=5, alpha=0.25, label=f"GD, η = {params['flow_lr']:g}")
+    ax.plot([], [], color="k", ls=":", lw=1, label=f"t_grok (test accuracy ≥ {GROK_ACCURACY:g} for good)")
+    ax.set_xlabel("t (ODE time; GD: t = η·step)")
+    ax.set_ylabel("cross-entropy (log scale)")
+    grokked = ds["flow_t_grok"].values[np.isfinite(ds["flow_t_grok"].values)]
+    when = (
+        f"generalised at t = {grokked.min():.0f} … {grokked.max():.0f}"
+        if grokked.size
+        else f"not generalised by t = {t[-1]:g}"
+    )
+    ax.set_title(
+        f"(c) gradient flow ({ds.attrs['flow_solver']}, rtol {ds.attrs['flow_rtol']:g}): train set fitted by "
+        f"t = {np.nanmax(ds['flow_t_fit'].values):.0f}, {when}"
+    )
+    ax.legend(fontsize=8, ncol=2, loc="lower left")
+    ax.grid(True, alpha=0.3)
+    ax_side.axhline(GROK_ACCURACY, color="0.6", lw=0.8)
+    ax_side.text(
+        0.08,
+        0.56,
+        "plateau: test pairs (a, b) whose mirror\n(b, a) is a train pair (f is symmetric)",
+        transform=ax_side.transAxes,
+        ha="left",
+        fontsize=7,
+        color="0.35",
+    )
+    ax_side.set_xlabel("τ = λt (slow time)")
+    ax_side.set_ylabel("test accuracy (flow; GD as the wide band)")
+    slope = ds.attrs.get("flow_grok_slope", math.nan)
+    law = (
+        f"t_grok ∝ λ^{slope:.2f} (GD: λ^{ds.attrs['gd_grok_slope']:.2f})"
+        if math.isfinite(slope)
+        else "(fewer than two λ generalised)"
+    )
+    ax_side.set_title(f"(d) the test accuracy over τ = λt:\n{law}")
+    ax_side.legend(fontsize=8, loc="upper left")
+    ax_side.grid(True, alpha=0.3)

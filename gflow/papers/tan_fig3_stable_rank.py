@@ -15,6 +15,11 @@ epochs (papers.md §1). See `gflow.papers.tan_fig1_two_clocks` for the setup and
 600 epochs; full: the paper's p = 113, width 512, 0.3, 15 000 epochs); this figure's sizes are
 Fig. 1's plus the estimator fields below.
 
+**The bottom row (g, h) is the gradient flow** of Fig. 1's lower panels (`tan_fig1_two_clocks.run_flow`:
+the same network, data and initialisation, λ ∈ `flow_lams`, `gflow.sweep` with solver "auto",
+full-batch GD at η = `flow_lr` beside it): the stable rank of its logit table over t, ▼ at the
+fit and ■ at the grokking time, and its test loss over τ = λt.
+
 Which matrix (not stated in the paper; our choice): the **centred logit table** L ∈ ℝ^{p²×p},
 the network's outputs on all p² pairs with each row's mean removed (softmax ignores it): the
 end-to-end map of the network on its whole input space, read as Tan's "output-effective
@@ -49,6 +54,12 @@ frequencies 6, 2, 10, 5, 3, 13, 14, 11 (Gini 0.42), and its 24 units most concen
 put 0.52 of their energy there (the same pick from a Gaussian matrix: 0.19); raw E is spread
 (Gini 0.26). At p = 31 the network uses about half of the 15 frequencies: no five-frequency
 circuit as in Nanda et al.'s p = 113.
+
+Measured, the flow (quick size, λ = 1e-3, 2e-3, 4e-3): the stable rank of the logit table goes
+2.3 at t = 0 → 7.4–7.6 at the fit (t = 28.6) → a peak of 10.7, 10.6, 10.2 at t = 1110, 615, 295
+(τ = λt = 1.1, 1.2, 1.2, while the train set is fitted and the test accuracy sits at its 0.505
+plateau) → 7.9, 8.3, 7.5 at t = 10⁴, falling as the test accuracy jumps (t_grok = 4049, 2325,
+1200); GD's ends at 7.9, 8.2, 7.5. The same two clocks as AdamW's, on the flow's own λ scale.
 """
 
 from __future__ import annotations
@@ -135,7 +146,6 @@ def measure(params, *, progress: bool = False, echo=print) -> xr.Dataset:
     """Fig. 1's training, its clocks, the estimators T̂_cls, T̂_rep, R̂, and the Fourier structure of
     the λ = show_lam run at the end; returns one Dataset (Fig. 1's variables, the estimators over
     `lam`, the Fourier energy shares over `frequency`, and the final E, E W1ᵀ and W2)."""
-    del progress  # one compiled scan: no progress to report
     require_float64(FIGURE.name)
     check(params)
     echo(
@@ -172,6 +182,13 @@ def measure(params, *, progress: bool = False, echo=print) -> xr.Dataset:
         chosen_matrix="centred logit table of all p^2 pairs (p^2 x p), rows minus their mean",
         show_lam_index=i_show,
     )
+    echo(
+        f"  the gradient flow of the same network, λ ∈ {fig1.lams_text(params, 'flow_lams')}, to t = "
+        f"{params['flow_t'][-1]:g}, full-batch GD at η = {params['flow_lr']:g} beside it"
+    )
+    flow = fig1.run_flow(problem, params, progress=progress)
+    ds.update(flow)
+    ds.attrs.update(flow.attrs)
     return ds
 
 
@@ -218,6 +235,28 @@ def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
                 f"{keys}; Gini {ds.attrs[f'gini_{short}']:.2f}{extra}",
             )
         )
+    if "flow_lam" in ds.dims:
+        rows += flow_rank_summary(ds)
+    return rows
+
+
+def flow_rank_summary(ds: xr.Dataset) -> list[tuple[str, str]]:
+    """Per λ of the flow: srank of its logit table at 0, at the fit, at its peak and at the end
+    (GD's end beside it), and when the peak and the grokking come."""
+    t = ds["flow_t"].values
+    rows = []
+    for i, lam in enumerate(ds["flow_lam"].values):
+        srank = ds["flow_srank_logits"].values[i]
+        t_fit, t_grok = ds["flow_t_fit"].values[i], ds["flow_t_grok"].values[i]
+        at_fit = srank[np.searchsorted(t, t_fit)] if math.isfinite(t_fit) else math.nan
+        peak = int(np.argmax(srank))
+        rows.append(
+            (
+                f"flow λ = {lam:g}: srank(logit table) init → at t_fit → max → end (GD's end); t of the max, t_grok",
+                f"{srank[0]:.1f} → {at_fit:.1f} → {srank[peak]:.1f} → {srank[-1]:.1f} "
+                f"({ds['gd_srank_logits'].values[i, -1]:.1f}); {t[peak]:.0f}, {t_grok:.0f}",
+            )
+        )
     return rows
 
 
@@ -230,10 +269,13 @@ def plot(ds: xr.Dataset):
     params = json.loads(ds.attrs["params"])
     lams, epochs = ds["lam"].values, ds["epoch"].values
     eps_cls, eta_rep = params["eps_cls"], params["eta_rep"]
-    fig = plt.figure(figsize=(16, 9.5), layout="constrained")
-    fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))
-    axes = fig.subplots(2, 3)
-    (ax_test, ax_rank, ax_all), (ax_spec, ax_emb, ax_head) = axes
+    with_flow = "flow_lam" in ds.dims
+    fig = plt.figure(figsize=(16, 14 if with_flow else 9.5), layout="constrained")
+    fig.get_layout_engine().set(rect=(0, 0.02, 1, 0.98) if with_flow else (0, 0.03, 1, 0.97))
+    layout = [["test", "rank", "all"], ["spec", "emb", "head"]] + ([["flow", "flow", "flow_loss"]] if with_flow else [])
+    axes = fig.subplot_mosaic(layout)
+    ax_test, ax_rank, ax_all = axes["test"], axes["rank"], axes["all"]
+    ax_spec, ax_emb, ax_head = axes["spec"], axes["emb"], axes["head"]
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(lams)))
     srank = ds[f"srank_{CHOSEN}"].values
     test_loss = ds["test_loss"].values
@@ -304,8 +346,11 @@ def plot(ds: xr.Dataset):
             fontsize=9,
         )
 
+    if with_flow:
+        _plot_flow_rank(ds, params, axes["flow"], axes["flow_loss"])
     fig.suptitle(
         f"Addition mod {p} with AdamW: test loss and stable rank (Tan et al. Fig. 3), cyclic embeddings (Fig. 2)"
+        + ("; below: the gradient flow of the same network, gradient descent beside it" if with_flow else "")
     )
     caption(
         fig,
@@ -316,3 +361,39 @@ def plot(ds: xr.Dataset):
         size=ds.attrs.get("size"),
     )
     return fig
+
+
+def _plot_flow_rank(ds: xr.Dataset, params, ax, ax_loss) -> None:
+    """(g) srank of the flow's logit table over t for every λ, GD as a wide faint band beneath,
+    ▼ at the fit and ■ at the grokking time; (h) the flow's test loss over τ = λt."""
+    import matplotlib.pyplot as plt
+
+    lams, t = ds["flow_lam"].values, ds["flow_t"].values
+    colors = plt.cm.plasma(np.linspace(0.0, 0.8, len(lams)))
+    shown = t > 0  # log axis
+    for i, (lam, c) in enumerate(zip(lams, colors, strict=True)):
+        srank = ds["flow_srank_logits"].values[i]
+        ax.semilogx(t[shown], ds["gd_srank_logits"].values[i][shown], color=c, lw=5, alpha=0.25)
+        ax.semilogx(t[shown], srank[shown], color=c, lw=1.4, label=f"λ = {lam:g}")
+        for when, marker in ((ds["flow_t_fit"].values[i], "v"), (ds["flow_t_grok"].values[i], "s")):
+            if math.isfinite(when):
+                ax.plot(when, srank[np.searchsorted(t, when)], marker, color=c, ms=7, mec="k", mew=0.6)
+        tau = lam * t[shown]
+        ax_loss.loglog(tau, ds["gd_test_loss"].values[i][shown], color=c, lw=5, alpha=0.25)
+        ax_loss.loglog(tau, ds["flow_test_loss"].values[i][shown], color=c, lw=1.4, label=f"λ = {lam:g}")
+    ax.plot([], [], "v", color="0.6", mec="k", label=f"t_fit (train accuracy ≥ {fig1.FIT_ACCURACY:g})")
+    ax.plot([], [], "s", color="0.6", mec="k", label=f"t_grok (test accuracy ≥ {fig1.GROK_ACCURACY:g})")
+    ax.plot([], [], color="k", lw=5, alpha=0.25, label=f"GD, η = {params['flow_lr']:g}")
+    ax.set_xlabel("t (ODE time; GD: t = η·step)")
+    ax.set_ylabel("stable rank of the centred logit table")
+    ax.set_title(
+        f"(g) gradient flow θ' = −∇F − λθ ({ds.attrs['flow_solver']}, rtol {ds.attrs['flow_rtol']:g}): "
+        "stable rank of its logit table\n(▼ the fit, ■ grokking; the same network, data and initialisation as AdamW's)"
+    )
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(True, alpha=0.3)
+    ax_loss.set_xlabel("τ = λt (slow time)")
+    ax_loss.set_ylabel("test cross-entropy (flow; GD as the wide band)")
+    ax_loss.set_title("(h) the flow's test loss over τ = λt")
+    ax_loss.legend(fontsize=8)
+    ax_loss.grid(True, alpha=0.3)
