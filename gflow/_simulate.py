@@ -517,8 +517,8 @@ def simulate(
       once fitted, stiffness ratio above `AUTO_STIFFNESS`) and Bosh3 has not reached t1 after
       `AUTO_NONSMOOTH_PROBE_STEPS` steps, Bosh3 and RKC race from there and the cheaper goes on,
       racing again at intervals (`_probe_and_race`; `traj.solver` "bosh3+rkc" once RKC ran,
-      `stats["num_races"]`, `stats["race_t"]`, `stats["rkc_steps"]`). `gflow.sweep` does not
-      race: its members run Bosh3 throughout.
+      `stats["num_races"]`, `stats["race_t"]`, `stats["rkc_steps"]`). `gflow.sweep` races each
+      member the same way where it runs one member per call (its default on a CPU then).
     - `max_steps`: step budget; reaching it returns `RESULTS.max_steps_reached`. Default
       200 000 (`DEFAULT_MAX_STEPS`), or 2 000 000 (`AUTO_NONSMOOTH_MAX_STEPS`) when
       `solver="auto"` takes the kink-robust path, whose steps are short where the flow slides
@@ -604,31 +604,10 @@ def simulate(
         "callback": callback,
     }
 
-    if (
-        kink_robust
-        and not problem.loss.curvature_vanishes_when_fitted
-        and float(stats_extra["stiffness_ratio"]) > AUTO_STIFFNESS
-        and max_steps > AUTO_NONSMOOTH_PROBE_STEPS + 2 * AUTO_NONSMOOTH_RACE_STEPS
-    ):
-
-        def piece(model, t_start, saves, solver: str, steps: int) -> Trajectory:
-            # One compiled solve per solver for every piece: the same save count, the static
-            # budget max_steps, and the piece's own budget traced.
-            return _simulate(
-                _with_start(problem, model),
-                lam,
-                t1,
-                saves,
-                t0=t_start,
-                solver=solver,
-                num_saves=None,
-                step_budget=jnp.asarray(steps),
-                **common,
-            )
-
+    if kink_robust and races(problem, float(stats_extra["stiffness_ratio"]), max_steps):
         if save_ts is None:
             save_ts = default_save_times(t0, t1, num_saves, lam, slow)
-        traj = _probe_and_race(piece, problem.model, t0, save_ts, max_steps, callback)
+        traj = raced_solve(problem, lam, t1, t0, save_ts, common)
     else:
         traj = _simulate(problem, lam, t1, save_ts, t0=t0, solver=solver, num_saves=num_saves, **common)
     if stats_extra:
@@ -636,6 +615,40 @@ def simulate(
     if previous is not None:
         traj = join(previous, traj)
     return traj
+
+
+def races(problem: Problem, stiffness_ratio: float, max_steps: int) -> bool:
+    """Whether `solver="auto"`, having taken the kink path (`AUTO_NONSMOOTH_SOLVER`), races it
+    against RKC (`raced_solve`): when the loss's curvature does not vanish once fitted (a
+    squared-type loss), the stiffness ratio (sharpness + λ)·horizon is above `AUTO_STIFFNESS`,
+    and the step budget leaves room for the probe and one race."""
+    return (
+        not problem.loss.curvature_vanishes_when_fitted
+        and stiffness_ratio > AUTO_STIFFNESS
+        and max_steps > AUTO_NONSMOOTH_PROBE_STEPS + 2 * AUTO_NONSMOOTH_RACE_STEPS
+    )
+
+
+def raced_solve(problem: Problem, lam, t1, t0, save_ts, common: dict) -> Trajectory:
+    """One run of `problem` by Bosh3 raced against RKC (`_probe_and_race`), saved at `save_ts`;
+    `common` holds `_simulate`'s other keyword arguments (tolerances, `max_steps`, stops, …)."""
+
+    def piece(model, t_start, saves, solver: str, steps: int) -> Trajectory:
+        # One compiled solve per solver for every piece: the same save count, the static
+        # budget max_steps, and the piece's own budget traced.
+        return _simulate(
+            _with_start(problem, model),
+            lam,
+            t1,
+            saves,
+            t0=t_start,
+            solver=solver,
+            num_saves=None,
+            step_budget=jnp.asarray(steps),
+            **common,
+        )
+
+    return _probe_and_race(piece, problem.model, t0, save_ts, common["max_steps"], common["callback"])
 
 
 def _probe_and_race(piece, model, t0, save_ts, max_steps: int, callback=None) -> Trajectory:

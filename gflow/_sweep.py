@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import itertools
@@ -23,14 +24,18 @@ from ._files import write_atomic
 from ._problem import GflowError, Problem, ProblemError
 from ._simulate import (
     AUTO_NONSMOOTH_SOLVER,
+    AUTO_STIFF_KINK_SOLVER,
     _param_dtype,
     _simulate,
     check_options,
     choose_solver,
     default_divergence_norm,
     default_max_steps,
+    default_save_times,
     default_tolerances,
     log_times,
+    raced_solve,
+    races,
     save_spec,
     solver_name,
     stop_spec,
@@ -156,6 +161,38 @@ def _run_chunk(
 
     # filter_vmap: the Trajectory's model holds non-array leaves (an eqx.nn.MLP's activation).
     return eqx.filter_vmap(member)(lam, seed, alpha, t1)
+
+
+def _raced_member(make_problem, member, save_ts, rtol, atol, stop_values, *, dtype, options: dict):
+    """One member (λ, seed, α, t1) as `simulate` runs it on the kink path of a flow that may be
+    stiff: Bosh3 raced against RKC (`raced_solve`; the race decides between pieces on the host, so
+    one member per call), returned with a leading member axis of size 1, like a chunk of
+    `_run_chunk`; `options` holds `_run_chunk`'s keyword arguments."""
+    lam, seed, alpha, t1 = member
+    has_alpha, num_saves, slow = options["has_alpha"], options["num_saves"], options["slow"]
+    key = jax.random.PRNGKey(np.uint32(seed))
+    problem = make_problem(key, jnp.asarray(alpha, dtype)) if has_alpha else make_problem(key)
+    lam, t1, t0 = jnp.asarray(lam, dtype), jnp.asarray(t1, dtype), jnp.zeros((), dtype)
+    if save_ts is None:
+        save_ts = default_save_times(t0, t1, num_saves, lam, slow)
+    common = {
+        "divergence_norm": default_divergence_norm(problem),
+        "rtol": rtol,
+        "atol": atol,
+        "stop_values": None if stop_values is None else jnp.asarray(stop_values, dtype),
+        "max_steps": options["max_steps"],
+        "slow": slow,
+        "save_params": False,
+        "progress": "none",
+        "stops": options["stops"],
+        "callback": None,
+    }
+    traj = raced_solve(problem, lam, t1, t0, save_ts, common)
+    # Every member of the store has the same variables: race_t (the first race's time) is NaN
+    # where the probe reached t1 without a race.
+    stats = {"race_t": jnp.asarray(jnp.nan, dtype), **traj.stats}
+    traj = dataclasses.replace(traj, stats=stats)
+    return jax.tree_util.tree_map(lambda x: x[None] if eqx.is_array(x) else x, traj)
 
 
 def _config_json(config: dict) -> str:
@@ -506,17 +543,23 @@ def sweep(
     - `saveat`: `None` (200 times), an int, or an array of times shared by all members (not
       with a per-member `t1`).
     - `solver`: as in `simulate`; `"auto"` decides once for the whole grid, on the first seed
-      and α at the longest horizon (the smallest λ in slow time). On a kinked loss every member
-      runs Bosh3 throughout: the members of a compiled call share one solver, so `simulate`'s
-      race of Bosh3 against RKC (for kinked flows that may be stiff) is not run here; for such
-      a flow pass `solver="rkc"` if it stays stiff, or run the members with `simulate`.
+      and α at the longest horizon (the smallest λ in slow time). On a kinked loss it takes
+      Bosh3; where the kinked flow may be stiff (`simulate`'s race rule: a squared-type loss,
+      stiffness ratio above `AUTO_STIFFNESS`) each member races Bosh3 against RKC as `simulate`
+      does, member by member (the race decides between pieces on the host), when the grid runs
+      one member per call: the default on a CPU for such a grid, `chunk_size=1` on an
+      accelerator. Each member is then the run `simulate` gives alone; `ds.attrs["solver"]` reads
+      "bosh3+rkc" once some member's race went to RKC, and `stats_num_races`, `stats_race_t`
+      (NaN without a race) and `stats_rkc_steps` say which. In larger chunks the members share
+      one solver and run Bosh3 throughout.
 
     **Other arguments:**
 
     - `chunk_size`: members per compiled call. The last chunk is padded to the same shape, so
       there is one compilation per sweep; rounded up to a multiple of the number of devices.
       Default (`None`): the whole grid on accelerators (a batched step costs about as much as a
-      single one there); on CPU, `CPU_CHUNK_SIZE` members per device, because a vmapped adaptive
+      single one there); on CPU, 1 where the members race (see `solver`), else
+      `CPU_CHUNK_SIZE` members per device, because a vmapped adaptive
       solve runs every member of a call until its slowest member ends and a CPU pays for each
       member's step, so small chunks of similar members waste least. Members are ordered λ-major
       (then seed, then α), so a chunk holds neighbouring λ values of similar stiffness. For an
@@ -613,14 +656,20 @@ def sweep(
         tau1 = float(m_t1[0])
         save_ts = log_times(jnp.asarray(tau1, dtype), num_saves, min(1e-2 * float(lam_values.min()), 1e-3 * tau1))
         num_saves = None
-    chosen = solver
+    chosen, stiffness_ratio = solver, 0.0
     if solver == "auto":
         horizon = float(np.max(m_t1 / m_lam)) if slow else float(np.max(m_t1))
-        chosen, _ = choose_solver(probe, float(lam_values.min()), horizon)
+        chosen, sharpness = choose_solver(probe, float(lam_values.min()), horizon)
+        stiffness_ratio = (float(sharpness) + float(lam_values.min())) * horizon
     kink_robust = solver == "auto" and chosen == AUTO_NONSMOOTH_SOLVER
     rtol_a, atol_a = default_tolerances(dtype, rtol, atol, nonsmooth=kink_robust)
     max_steps = default_max_steps(max_steps, nonsmooth=kink_robust)
     stops, stop_values = stop_spec(probe, stop)
+    # `simulate`'s race of Bosh3 against RKC (a kinked flow that may be stiff) decides between
+    # pieces on the host, member by member: it runs where the grid runs one member per call (the
+    # default on a CPU for such a grid, `chunk_size=1` elsewhere); in a vmapped chunk the members
+    # share one solver, Bosh3.
+    race_eligible = kink_robust and races(probe, stiffness_ratio, max_steps)
 
     devices = list(jax.devices() if devices is None else devices)
     n_dev = len(devices)
@@ -628,10 +677,11 @@ def sweep(
         raise ProblemError("devices is empty; pass None (all devices) or a list of jax devices")
     if chunk_size is None:
         on_cpu = all(d.platform == "cpu" for d in devices)
-        chunk_size = CPU_CHUNK_SIZE * n_dev if on_cpu else n_members
+        chunk_size = (1 if race_eligible else CPU_CHUNK_SIZE * n_dev) if on_cpu else n_members
     chunk = min(chunk_size, n_members)
     chunk = int(math.ceil(chunk / n_dev) * n_dev)
     n_chunks = int(math.ceil(n_members / chunk))
+    race = race_eligible and chunk == 1
 
     if store_key is not None and (not isinstance(store_key, str) or not store_key):
         raise ProblemError(f"store_key must be a non-empty string, got {store_key!r}")
@@ -656,6 +706,9 @@ def sweep(
         "max_steps": max_steps,
         "dtype": str(np.dtype(dtype)),
     }
+    if race:
+        # Only when racing, so that stores written before the race existed still resume.
+        config["race"] = [AUTO_NONSMOOTH_SOLVER, AUTO_STIFF_KINK_SOLVER]
     if stops:
         # Only when given, so that stores written before `stop` existed still resume.
         config["stop"] = [[name, op, float(v)] for (name, op), v in zip(stops, np.asarray(stop_values), strict=True)]
@@ -697,20 +750,20 @@ def sweep(
                 for v, d in ((m_lam, dtype), (m_seed, np.uint32), (m_alpha, dtype), (m_t1, dtype))
             ]
             start = _time.perf_counter()
-            traj = _run_chunk(
-                make_problem,
-                *args,
-                save_ts,
-                rtol_a,
-                atol_a,
-                stop_values,
-                has_alpha=has_alpha,
-                stops=stops,
-                solver=chosen,
-                num_saves=num_saves,
-                max_steps=max_steps,
-                slow=slow,
-            )
+            options = {
+                "has_alpha": has_alpha,
+                "stops": stops,
+                "num_saves": num_saves,
+                "max_steps": max_steps,
+                "slow": slow,
+            }
+            if race:
+                member = (m_lam[lo], m_seed[lo], m_alpha[lo], m_t1[lo])
+                traj = _raced_member(
+                    make_problem, member, save_ts, rtol_a, atol_a, stop_values, dtype=dtype, options=options
+                )
+            else:
+                traj = _run_chunk(make_problem, *args, save_ts, rtol_a, atol_a, stop_values, solver=chosen, **options)
             traj = jax.device_get(jax.tree_util.tree_map(lambda x: x[: index.size] if eqx.is_array(x) else x, traj))
             if compile_s is None:
                 compile_s = _time.perf_counter() - start
@@ -738,7 +791,7 @@ def sweep(
             "config": _config_json(config),
             "time_variable": "tau = lam * t (slow time)" if slow else "t (ODE time)",
             "convention": "F_lam = F + (lam/2)*||m*theta||^2, dtheta/dt = -grad F_lam",
-            "solver": solver_name(chosen),
+            "solver": _sweep_solver_name(chosen, flat if race else None),
             "gflow_version": __version__,
             "jax_version": jax.__version__,
             "diffrax_version": diffrax.__version__,
@@ -750,6 +803,14 @@ def sweep(
     if compile_s is not None:
         out.attrs["first_chunk_seconds"] = compile_s
     return out
+
+
+def _sweep_solver_name(chosen, raced) -> str:
+    """The solver's name; for a racing sweep (`raced`: its members' Dataset) "bosh3+rkc" once
+    some member's race handed it to RKC, as `simulate` names one run."""
+    if raced is not None and np.any(raced["stats_rkc_steps"].values > 0):
+        return f"{AUTO_NONSMOOTH_SOLVER}+{AUTO_STIFF_KINK_SOLVER}"
+    return solver_name(chosen)
 
 
 def _to_grid(flat, lam_values, seed_values, alpha_values, slow, per_member_t1):

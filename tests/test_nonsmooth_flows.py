@@ -301,3 +301,37 @@ def test_the_race_keeps_the_step_budget_stops_and_saved_parameters(short_race):
     assert int(logged.stats["num_races"]) >= 2
     np.testing.assert_array_equal([t for t, _ in heard], times)
     np.testing.assert_allclose([v for _, v in heard], np.asarray(logged.metrics["norm"]), rtol=1e-12)
+
+
+def test_sweep_races_member_by_member_as_simulate_does(short_race, tmp_path):
+    """`sweep` on a kinked flow that may be stiff races each member (one per call on a CPU) and
+    gives the run `simulate` gives alone; the race's two compiled solves serve every λ; a killed
+    racing sweep resumes from its store; an explicit larger chunk shares Bosh3 instead."""
+    from gflow._simulate import _simulate
+
+    problem, lam, t1, times = short_race
+    lams = [lam, 2 * lam]
+    compiled = _simulate._cached._cache_size()
+    store = tmp_path / "store"
+    ds = gflow.sweep(lambda key: problem, lam=lams, t1=t1, time="fast", saveat=times, store=store, progress=False)
+    # at most the race's two solves (Bosh3, RKC), compiled once for both λ (none if this module
+    # compiled them already)
+    assert _simulate._cached._cache_size() - compiled <= 2
+    config = json.loads(ds.attrs["config"])
+    assert config["chunk_size"] == 1 and config["race"] == ["bosh3", "rkc"]
+    assert ds.attrs["solver"] == "bosh3+rkc"
+    assert np.all(ds["result"].values == 0)
+    assert np.all(ds["stats_num_races"].values >= 1) and np.all(ds["stats_rkc_steps"].values > 0)
+    for i, member_lam in enumerate(lams):
+        alone = gflow.simulate(problem, member_lam, t1, saveat=times)
+        member = ds.isel(lam=i, seed=0)
+        np.testing.assert_allclose(member["norm"].values, np.asarray(alone.metrics["norm"]), rtol=1e-12)
+        for key in ("num_gradient_equivalents", "num_races", "rkc_steps"):
+            assert int(member[f"stats_{key}"]) == int(alone.stats[key]), key
+        assert float(member["stats_race_t"]) == pytest.approx(float(alone.stats["race_t"]))
+    again = gflow.sweep(lambda key: problem, lam=lams, t1=t1, time="fast", saveat=times, store=store, progress=False)
+    assert again.attrs["chunks_loaded"] == 2 and again.attrs["chunks_computed"] == 0
+    np.testing.assert_array_equal(again["norm"].values, ds["norm"].values)
+    shared = gflow.sweep(lambda key: problem, lam=lams, t1=t1, time="fast", saveat=times, chunk_size=2, progress=False)
+    assert shared.attrs["solver"] == "bosh3" and "stats_num_races" not in shared
+    assert "race" not in json.loads(shared.attrs["config"])
