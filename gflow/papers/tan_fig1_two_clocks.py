@@ -316,16 +316,13 @@ def run_flow(problem, params, *, progress: bool = False) -> xr.Dataset:
             "flow_lam",
             np.array([crossing_time(t, a, FIT_ACCURACY, below=False) for a in train_acc]),
         )
-        out[f"{prefix}_t_grok"] = (
-            "flow_lam",
-            np.array([crossing_time(t, a, GROK_ACCURACY, below=False) for a in test_acc]),
-        )
-    out["flow_tau_grok"] = ("flow_lam", out["flow_t_grok"].values * np.asarray(lams))
-    for prefix in ("flow", "gd"):  # t_grok ∝ λ^slope (NaN unless two λ grokked)
-        t_grok = out[f"{prefix}_t_grok"].values
+        t_grok = np.array([crossing_time(t, a, GROK_ACCURACY, below=False) for a in test_acc])
+        out[f"{prefix}_t_grok"] = ("flow_lam", t_grok)
+        # t_grok ∝ λ^slope over the λ that grokked (NaN unless two did)
         ok = np.isfinite(t_grok)
         slope = scaling_fit(np.log(np.asarray(lams)[ok]), np.log(t_grok[ok])).slope if ok.sum() >= 2 else math.nan
         out.attrs[f"{prefix}_grok_slope"] = float(slope)
+    out["flow_tau_grok"] = ("flow_lam", out["flow_t_grok"].values * np.asarray(lams))
     out["flow_gradients"] = ("flow_lam", flow_metrics["stats_num_gradient_equivalents"].astype(np.int64))
     out["flow_steps"] = ("flow_lam", flow_metrics["stats_num_steps"].astype(np.int64))
     out["flow_result"] = ("flow_lam", flow_metrics["result"].astype(np.int8))
