@@ -147,8 +147,10 @@ def _cyclic(rows: np.ndarray) -> dict:
 
 def measure(params, *, progress: bool = False, echo=print) -> xr.Dataset:
     """Fig. 1's training, its clocks, the estimators T̂_cls, T̂_rep, R̂, and the Fourier structure of
-    the λ = show_lam run at the end; returns one Dataset (Fig. 1's variables, the estimators over
-    `lam`, the Fourier energy shares over `frequency`, and the final E, E W1ᵀ and W2)."""
+    the λ = show_lam run at the end, then Fig. 1's gradient flow with GD beside it
+    (`tan_fig1_two_clocks.run_flow`); returns one Dataset (Fig. 1's variables, the estimators over
+    `lam`, the Fourier energy shares over `frequency`, the final E, E W1ᵀ and W2, and the flow's
+    variables over `flow_lam` and `flow_time`)."""
     require_float64(FIGURE.name)
     check(params)
     echo(
