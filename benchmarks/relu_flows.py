@@ -324,10 +324,26 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
+def run_meta(size: str, **extra) -> dict:
+    """The JSON's `meta`: date, platform, device, JAX version, size and `extra`."""
+    import jax
+
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "device": str(jax.devices()[0]),
+        "jax": jax.__version__,
+        "size": size,
+        **extra,
+    }
+
+
+def write_readme(text: str, heading: str = "## ReLU flows") -> None:
+    """Put `text` in benchmarks/README.md in place of the section that starts with `heading`
+    (up to the next "## "), or at the end if there is none."""
     readme = HERE / "README.md"
     content = readme.read_text()
-    start = content.find("## ReLU flows")
+    start = content.find(heading)
     section = text.rstrip() + "\n"
     if start < 0:
         content = content.rstrip() + "\n\n" + section
@@ -398,17 +414,7 @@ def main(argv=None) -> int:
         problem_name=args.problem,
         single_reference=args.single_reference,
     )
-    import jax
-
-    meta = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "device": str(jax.devices()[0]),
-        "jax": jax.__version__,
-        "size": size,
-        "problem": args.problem,
-        "task": task,
-    }
+    meta = run_meta(size, problem=args.problem, task=task)
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     print(f"wrote {path}")
     print(table(rows))

@@ -26,9 +26,7 @@ the table under "## Sweep race" in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -120,19 +118,6 @@ def readme_section(meta, sweeps) -> str:
     )
 
 
-def write_readme(text: str) -> None:
-    readme = HERE / "README.md"
-    content = readme.read_text()
-    start = content.find("## Sweep race")
-    section = text.rstrip() + "\n"
-    if start < 0:
-        content = content.rstrip() + "\n\n" + section
-    else:
-        end = content.find("\n## ", start + 1)
-        content = content[:start] + section + ("" if end < 0 else content[end + 1 :])
-    readme.write_text(content)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="the small instance (seconds)")
@@ -148,14 +133,9 @@ def main(argv=None) -> int:
     size = "smoke" if args.smoke else "quick"
     problem = musat_embedding(quick=args.smoke, relu=True)
     sweeps = [run(problem, LAMS[size], mode, SAVES[size]) for mode in ("race", "shared")]
-    meta = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "device": str(jax.devices()[0]),
-        "jax": jax.__version__,
-        "size": size,
-        "lams": LAMS[size],
-    }
+    from relu_flows import run_meta, write_readme
+
+    meta = run_meta(size, lams=LAMS[size])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"sweep_race{'_smoke' if args.smoke else ''}.json"
@@ -163,7 +143,7 @@ def main(argv=None) -> int:
     print(f"wrote {path}")
     print(table(sweeps))
     if args.readme:
-        write_readme(readme_section(meta, sweeps))
+        write_readme(readme_section(meta, sweeps), heading="## Sweep race")
     return 0
 
 
