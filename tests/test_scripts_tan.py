@@ -117,7 +117,7 @@ def test_tan_fig1_flow_agrees_with_gradient_descent(figure_run):
     """The figure's gradient flow (`run_flow`: `gflow.sweep`, solver "auto") against full-batch GD
     at η = 0.2 on the same save times, at smoke size (p = 11, λ = 1e-2 and 2e-2, to t = 500).
     Measured: losses within 1.1% (train) and 0.75% (test), ‖θ‖ within 0.1%, the stable rank of the
-    logit table within 0.25 of 2.4–4.1; the fit read one save apart (t = 8.8 and 11.2 against GD's
+    logit table (2.0–4.2) within 0.25 of GD's; the fit read one save apart (t = 8.8 and 11.2 against GD's
     11.2 and 13.6, saves 2.25 apart there)."""
     ds = figure_run("tan_fig1_two_clocks").ds
     np.testing.assert_allclose(ds["flow_lam"].values, [1e-2, 2e-2])

@@ -187,14 +187,7 @@ def measure(params, *, progress: bool = False, echo=print) -> xr.Dataset:
         chosen_matrix="centred logit table of all p^2 pairs (p^2 x p), rows minus their mean",
         show_lam_index=i_show,
     )
-    echo(
-        f"  the gradient flow of the same network, λ ∈ {fig1.lams_text(params, 'flow_lams')}, to t = "
-        f"{params['flow_t'][-1]:g}, full-batch GD at η = {params['flow_lr']:g} beside it"
-    )
-    flow = fig1.run_flow(problem, params, progress=progress)
-    ds.update(flow)
-    ds.attrs.update(flow.attrs)
-    return ds
+    return fig1.add_flow(ds, problem, params, progress=progress, echo=echo)
 
 
 def summary(ds: xr.Dataset) -> list[tuple[str, str]]:
