@@ -7,7 +7,7 @@ Time convention everywhere: F_λ = F + (λ/2)‖θ‖², dθ/dt = −∇F_λ(θ)
 import importlib.metadata
 
 from . import models as models, tasks as tasks
-from ._chebyshev import RKC as RKC
+from ._chebyshev import RKC as RKC, RKC1 as RKC1
 from ._gd import gd as gd
 from ._losses import (
     MSE as MSE,

@@ -1,4 +1,5 @@
-r"""RKC: a second-order Runge–Kutta–Chebyshev solver for stiff gradient flows, as a Diffrax solver.
+r"""RKC and RKC1: Runge–Kutta–Chebyshev solvers (second and first order) for stiff gradient flows,
+as Diffrax solvers.
 
 Why it fits gradient flow. The Jacobian of dθ/dt = −∇F(θ) − λθ is −(∇²F + λI): symmetric, so
 its spectrum is real. An explicit method with s stages built on Chebyshev polynomials is stable
@@ -30,6 +31,26 @@ fixed random vector, then `power_iterations` per step from the last vector, so t
 follows the sharpness along the solve (it falls after the fit of a large initialisation, and the
 stage count with it). Each step uses s = 1 + ⌊√(1 + 1.54·h·safety·ρ)⌋ stages, at least 2; a step
 that would need more than `max_stages` is rejected (the controller then shrinks it).
+
+RKC1, the first-order damped Chebyshev method (van der Houwen & Sommeijer 1980; Verwer,
+Hundsdorfer & Sommeijer 1990, "Convergence properties of the Runge–Kutta–Chebyshev method";
+Verwer 1996, "Explicit Runge–Kutta methods for parabolic partial differential equations"), gives
+up the second order for a stability interval three times as long: with w0 = 1 + ε/s²,
+w1 = T_s(w0)/T_s'(w0) and b_j = 1/T_j(w0),
+
+    Y1 = Y0 + (w1/w0) h f(Y0),   Yj = μj Y_{j−1} + νj Y_{j−2} + μ̃j h f(Y_{j−1}),
+    μj = 2 w0 bj / b_{j−1},  νj = −bj / b_{j−2},  μ̃j = 2 w1 bj / b_{j−1},  θ_{n+1} = Ys,
+
+whose stability polynomial is T_s(w0 + w1 z)/T_s(w0): stable on [−β1(s), 0] with
+β1(s) = (1 + w0)·T_s'(w0)/T_s(w0) ≈ 1.94·s² at ε = 0.05, and bounded by 1/T_s(w0) ≈ 0.95 in
+modulus away from 0 (the same damping as RKC's). So a step of hρ takes s = ⌈√(0.52·hρ)⌉ stages,
+0.58 times RKC's. Its error estimate θ_{n+1} − θ_n − (h/2)(f(θ_n) + f(θ_{n+1})) is the step's
+distance from the trapezoidal rule, O(h²) on a smooth flow: the method's own local error to
+leading order. Where the field has kinks (ReLU) no method is better than first order across a
+kink, a stiff kinked flow's steps are held by the kinks and by the stiff components the error
+estimate sees, not by the order, and RKC1 takes about as many steps as RKC at 0.58 times the
+stages (benchmarks/README.md, "ReLU flows"): `solver="auto"` races it, not RKC, against Bosh3 on
+such flows.
 """
 
 from __future__ import annotations
@@ -49,7 +70,12 @@ from ._rosenbrock import FlatField, _add, zero_counts
 DAMPING = 2.0 / 13.0
 # s = 1 + ⌊√(1 + STAGE_FACTOR·hρ)⌋ gives β(s) ≈ 0.653·s² ≥ hρ (the RKC code's rule).
 STAGE_FACTOR = 1.54
-# Default stage caps (`RKC.max_stages=None`) by the state's precision.
+# RKC1: ε = 0.05 bounds the polynomial by 1/T_s(1 + ε/s²) ≈ 1/cosh(√(2ε)) ≈ 0.95 away from 0, as
+# RKC's ε = 2/13 does, at β1(s) ≥ 1.936·s² (1 − 2ε/3 of the undamped 2s²). s = ⌈√(0.52·hρ)⌉
+# gives s² ≥ hρ/1.923 ≥ hρ/β1(s)·s².
+DAMPING_FIRST_ORDER = 0.05
+STAGE_FACTOR_FIRST_ORDER = 0.52
+# Default stage caps (`max_stages=None`) by the state's precision.
 MAX_STAGES_FLOAT64 = 1000
 MAX_STAGES_FLOAT32 = 100
 
@@ -71,11 +97,14 @@ def power_iterations(field: FlatField, flat, v, iterations: int):
     return jax.lax.fori_loop(0, iterations, body, (v, jnp.zeros((), flat.dtype)))
 
 
-def stage_count(h_rho, max_stages: int):
-    """(s, too_stiff): the stages for a step of hρ (clipped to [2, max_stages]) and whether it
-    would need more than `max_stages`."""
-    wanted = 1 + jnp.floor(jnp.sqrt(1 + STAGE_FACTOR * h_rho))
-    return jnp.clip(wanted, 2, max_stages).astype(jnp.int32), wanted > max_stages
+def stage_count(h_rho, max_stages: int, order: int = 2):
+    """(s, too_stiff): the stages for a step of hρ (clipped to [2, max_stages] for RKC,
+    [1, max_stages] for RKC1, `order=1`) and whether it would need more than `max_stages`."""
+    if order == 1:
+        wanted = jnp.maximum(jnp.ceil(jnp.sqrt(STAGE_FACTOR_FIRST_ORDER * h_rho)), 1)
+    else:
+        wanted = 1 + jnp.floor(jnp.sqrt(1 + STAGE_FACTOR * h_rho))
+    return jnp.clip(wanted, order, max_stages).astype(jnp.int32), wanted > max_stages
 
 
 def chebyshev_at(x, s):
@@ -90,53 +119,41 @@ def chebyshev_at(x, s):
     return t, d, e
 
 
-def stability_bound(s, damping: float = DAMPING):
-    """β(s): RKC with s stages is stable for real eigenvalues hμ ∈ [−β(s), 0];
-    β(s) = (1 + w0)·T_s''(w0)/T_s'(w0) ≈ 0.653·s² at ε = 2/13."""
+def stability_bound(s, damping: float | None = None, order: int = 2):
+    """β(s): the s-stage method is stable for real eigenvalues hμ ∈ [−β(s), 0].
+    RKC: β(s) = (1 + w0)·T_s''(w0)/T_s'(w0) ≈ 0.653·s² at ε = 2/13;
+    RKC1 (`order=1`): β1(s) = (1 + w0)·T_s'(w0)/T_s(w0) ≈ 1.94·s² at ε = 0.05."""
+    damping = _default_damping(order) if damping is None else damping
     s = jnp.asarray(s)
     w0 = 1 + damping / s.astype(jnp.result_type(float)) ** 2
-    _, d, e = chebyshev_at(w0, s)
-    return (1 + w0) * e / d
+    t, d, e = chebyshev_at(w0, s)
+    return (1 + w0) * (e / d if order == 2 else d / t)
 
 
-def stability_polynomial(z, s, damping: float = DAMPING):
-    """R_s(z) = a_s + b_s·T_s(w0 + w1 z): the factor by which one step multiplies the component of
-    an eigenvalue μ of J, with z = hμ (for tests and plots)."""
+def stability_polynomial(z, s, damping: float | None = None, order: int = 2):
+    """The factor by which one step multiplies the component of an eigenvalue μ of J, z = hμ:
+    R_s(z) = a_s + b_s·T_s(w0 + w1 z) for RKC, T_s(w0 + w1 z)/T_s(w0) for RKC1 (for tests and
+    plots)."""
+    damping = _default_damping(order) if damping is None else damping
     z = jnp.asarray(z)
     w0 = 1 + damping / float(s) ** 2
     ts, ds, es = chebyshev_at(jnp.asarray(w0, z.dtype), s)
-    w1 = ds / es
-    b = es / ds**2
     t_of = jax.vmap(lambda x: chebyshev_at(x, s)[0]) if z.ndim else (lambda x: chebyshev_at(x, s)[0])
-    return 1 - b * ts + b * t_of(w0 + w1 * z)
+    if order == 1:
+        return t_of(w0 + (ts / ds) * z) / ts
+    b = es / ds**2
+    return 1 - b * ts + b * t_of(w0 + (ds / es) * z)
 
 
-class RKC(diffrax.AbstractAdaptiveSolver):
-    r"""Second-order Runge–Kutta–Chebyshev (RKC) with a variable number of stages per step.
+def _default_damping(order: int) -> float:
+    return DAMPING if order == 2 else DAMPING_FIRST_ORDER
 
-    Explicit, stabilized for real (symmetric-Jacobian) spectra: s stages reach real eigenvalues
-    down to −0.653·s²/h, and s is chosen every step from a power-method estimate of the spectral
-    radius (see the module docstring for the scheme). No linear solves and no Jacobian is formed.
-    Dense output: cubic Hermite from θ and f at both ends of the step.
 
-    Its error estimate is a pair `(error, counts)` (gradient evaluations and Hessian–vector
-    products of the step, rejected steps included): use it with
-    `gflow._rosenbrock.CountingController`, as `gflow.simulate` does.
+class _Chebyshev(diffrax.AbstractAdaptiveSolver):
+    """What RKC and RKC1 share: the fields, the power method, the stage rule, the error pair with
+    work counts and the cubic Hermite dense output; a subclass gives `_stages` and `_error`."""
 
-    **Arguments** (all static):
-
-    - `damping`: ε (default 2/13).
-    - `max_stages`: the most stages per step; default (None) 1000 in float64 (a stability interval
-      of ≈ 6.5·10⁵/h) and 100 in float32 (≈ 6.5·10³/h), where round-off in the three-term
-      recurrence, which grows like s²·eps on the stiff components, would otherwise exceed the
-      default float32 tolerances.
-    - `safety`: factor on the estimated spectral radius (default 1.2): the power method
-      approaches ρ from below.
-    - `power_iterations`: power-method products per step (default 1, warm-started).
-    - `initial_power_iterations`: products at θ0 (default 20).
-    """
-
-    damping: float = eqx.field(static=True, default=DAMPING)
+    damping: eqx.AbstractVar[float]
     max_stages: int | None = eqx.field(static=True, default=None)
     safety: float = eqx.field(static=True, default=1.2)
     power_iterations: int = eqx.field(static=True, default=1)
@@ -146,15 +163,13 @@ class RKC(diffrax.AbstractAdaptiveSolver):
     interpolation_cls: ClassVar = diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
 
     def __check_init__(self):
-        if self.max_stages is not None and not (isinstance(self.max_stages, int) and self.max_stages >= 2):
-            raise ValueError(f"RKC needs max_stages >= 2, got {self.max_stages!r}")
+        name, least = type(self).__name__, self.order(None)  # RKC needs two stages, RKC1 one
+        if self.max_stages is not None and not (isinstance(self.max_stages, int) and self.max_stages >= least):
+            raise ValueError(f"{name} needs max_stages >= {least}, got {self.max_stages!r}")
         if not 0 <= self.damping < 1:
-            raise ValueError(f"RKC damping must be in [0, 1), got {self.damping!r}")
+            raise ValueError(f"{name} damping must be in [0, 1), got {self.damping!r}")
         if not self.safety >= 1:
-            raise ValueError(f"RKC safety must be >= 1, got {self.safety!r}")
-
-    def order(self, terms):
-        return 2
+            raise ValueError(f"{name} safety must be >= 1, got {self.safety!r}")
 
     def startup_counts(self) -> dict[str, int]:
         """Work done by `init` (not seen by the step-size controller): f(θ0) and the power method."""
@@ -192,8 +207,51 @@ class RKC(diffrax.AbstractAdaptiveSolver):
         max_stages = self.max_stages
         if max_stages is None:
             max_stages = MAX_STAGES_FLOAT64 if jnp.finfo(dtype).bits >= 64 else MAX_STAGES_FLOAT32
-        s, too_stiff = stage_count(h * self.safety * rho, max_stages)
+        s, too_stiff = stage_count(h * self.safety * rho, max_stages, self.order(terms))
+        last = jnp.where(too_stiff, 1, s)  # a step beyond max_stages runs one stage, then is rejected
+        flat1 = self._stages(field_at, t0, h, flat0, f0, s, last)
+        f1 = field_at(t1)(flat1)
+        counts = _add(counts, num_vf_evals=last)
 
+        error = jnp.where(too_stiff, jnp.inf, self._error(flat0, flat1, f0, f1, h))
+        y1_tree = unravel(flat1)
+        k = jax.vmap(unravel)(jnp.stack([h * f0, h * f1]))
+        dense_info = dict(y0=y0, y1=y1_tree, k=k)
+        return y1_tree, (unravel(error), counts), dense_info, (f1, v, rho), diffrax.RESULTS.successful
+
+
+class RKC(_Chebyshev):
+    r"""Second-order Runge–Kutta–Chebyshev (RKC) with a variable number of stages per step.
+
+    Explicit, stabilized for real (symmetric-Jacobian) spectra: s stages reach real eigenvalues
+    down to −0.653·s²/h, and s is chosen every step from a power-method estimate of the spectral
+    radius (see the module docstring for the scheme). No linear solves and no Jacobian is formed.
+    Dense output: cubic Hermite from θ and f at both ends of the step.
+
+    Its error estimate is a pair `(error, counts)` (gradient evaluations and Hessian–vector
+    products of the step, rejected steps included): use it with
+    `gflow._rosenbrock.CountingController`, as `gflow.simulate` does.
+
+    **Arguments** (all static):
+
+    - `damping`: ε (default 2/13).
+    - `max_stages`: the most stages per step; default (None) 1000 in float64 (a stability interval
+      of ≈ 6.5·10⁵/h) and 100 in float32 (≈ 6.5·10³/h), where round-off in the three-term
+      recurrence, which grows like s²·eps on the stiff components, would otherwise exceed the
+      default float32 tolerances.
+    - `safety`: factor on the estimated spectral radius (default 1.2): the power method
+      approaches ρ from below.
+    - `power_iterations`: power-method products per step (default 1, warm-started).
+    - `initial_power_iterations`: products at θ0 (default 20).
+    """
+
+    damping: float = eqx.field(static=True, default=DAMPING)
+
+    def order(self, terms):
+        return 2
+
+    def _stages(self, field_at, t0, h, flat0, f0, s, last):
+        dtype = flat0.dtype
         w0 = 1 + self.damping / s.astype(dtype) ** 2
         _, ds, es = chebyshev_at(w0, s)
         w1 = ds / es
@@ -219,18 +277,57 @@ class RKC(diffrax.AbstractAdaptiveSolver):
         y1 = flat0 + (mu1 * h) * f0
         # Chebyshev values start at j = 1 (T_1 = w0, T_1' = 1, T_1'' = 0) and j = 0 (1, 0, 0).
         carry = (y1, flat0, w0, one, one, zero, zero, zero, b2, b2, mu1, zero)
-        last = jnp.where(too_stiff, 1, s)  # a step beyond max_stages runs no stages
-        flat1 = jax.lax.fori_loop(2, last + 1, stage, carry)[0]
-        f1 = field_at(t1)(flat1)
-        counts = _add(counts, num_vf_evals=last)
+        return jax.lax.fori_loop(2, last + 1, stage, carry)[0]
 
-        error = (0.8 * (flat0 - flat1)) + (0.4 * h) * (f0 + f1)
-        error = jnp.where(too_stiff, jnp.inf, error)
-        y1_tree = unravel(flat1)
-        k = jax.vmap(unravel)(jnp.stack([h * f0, h * f1]))
-        dense_info = dict(y0=y0, y1=y1_tree, k=k)
-        return y1_tree, (unravel(error), counts), dense_info, (f1, v, rho), diffrax.RESULTS.successful
+    def _error(self, flat0, flat1, f0, f1, h):
+        return (0.8 * (flat0 - flat1)) + (0.4 * h) * (f0 + f1)
 
 
-RKC.__init__.__doc__ = """**Arguments:** `damping`, `max_stages`, `safety`, `power_iterations`,
+class RKC1(_Chebyshev):
+    r"""First-order damped Runge–Kutta–Chebyshev (RKC1) with a variable number of stages per step.
+
+    The explicit Chebyshev method of order one: s stages reach real eigenvalues down to
+    −1.94·s²/h (RKC's 0.653·s² at order two), so a step takes 0.58 times RKC's stages; the
+    scheme, its error estimate (the step against the trapezoidal rule) and its literature are in
+    the module docstring. For kinked (ReLU) flows, across whose kinks no method is better than
+    first order: `solver="auto"` races it against Bosh3 where such a flow may be stiff. On a
+    smooth flow at a tight tolerance RKC's second order takes far fewer steps.
+
+    Same work counting, dense output and **arguments** as `RKC`, except `damping`: ε (default
+    0.05) and `max_stages` ≥ 1 (one stage is explicit Euler).
+    """
+
+    damping: float = eqx.field(static=True, default=DAMPING_FIRST_ORDER)
+
+    def order(self, terms):
+        return 1
+
+    def _stages(self, field_at, t0, h, flat0, f0, s, last):
+        dtype = flat0.dtype
+        w0 = 1 + self.damping / s.astype(dtype) ** 2
+        ts, ds, _ = chebyshev_at(w0, s)
+        w1 = ts / ds
+
+        def stage(j, carry):
+            # With b_j = 1/T_j(w0) the ratios b_j/b_{j−1} = T_{j−1}(w0)/T_j(w0) need T_j(w0) only.
+            y_1, y_2, t_1, t_2, c_1, c_2 = carry
+            t_j = 2 * w0 * t_1 - t_2
+            mu, nu, mu_t = 2 * w0 * t_1 / t_j, -t_2 / t_j, 2 * w1 * t_1 / t_j
+            f_1 = field_at(t0 + c_1 * h)(y_1)
+            y_j = mu * y_1 + nu * y_2 + (mu_t * h) * f_1
+            return y_j, y_1, t_j, t_1, mu * c_1 + nu * c_2 + mu_t, c_1
+
+        mu1 = w1 / w0
+        y1 = flat0 + (mu1 * h) * f0
+        # T_1(w0) = w0, T_0 = 1; the stage times c_1 = μ̃1, c_0 = 0.
+        carry = (y1, flat0, w0, jnp.ones((), dtype), mu1, jnp.zeros((), dtype))
+        return jax.lax.fori_loop(2, last + 1, stage, carry)[0]
+
+    def _error(self, flat0, flat1, f0, f1, h):
+        return (flat1 - flat0) - (0.5 * h) * (f0 + f1)
+
+
+_ARGS_DOC = """**Arguments:** `damping`, `max_stages`, `safety`, `power_iterations`,
 `initial_power_iterations` (see the class docstring)."""
+RKC.__init__.__doc__ = _ARGS_DOC
+RKC1.__init__.__doc__ = _ARGS_DOC

@@ -1,4 +1,5 @@
-"""RKC, the Runge–Kutta–Chebyshev solver (`solver="rkc"`, `gflow.RKC`).
+"""RKC and RKC1, the Runge–Kutta–Chebyshev solvers of order two and one (`solver="rkc"`,
+`gflow.RKC`; `solver="rkc1"`, `gflow.RKC1`).
 
 Checked here: the stability interval β(s) ≈ 0.653·s² and the damping of the stability polynomial;
 R_s(z) = e^z + O(z³) (second order); second-order convergence with fixed steps on a stiff forced
@@ -6,6 +7,9 @@ linear flow against SciPy Radau (final state and dense output); the power method
 `numpy.linalg.eigvalsh`; agreement with SciPy Radau on a diagonal network and with DOP853 on a
 leaky-ReLU neuron (a loss with kinks); exact work counters (a host callback in the loss); float32;
 a vmapped sweep equal to a loop; a step cap that forces rejections; bad arguments refused.
+RKC1: its stability interval β1(s) ≈ 1.94·s² and damping, first order (polynomial and fixed
+steps), an error estimate that is the true local error to leading order, the leaky-ReLU neuron,
+exact counters, and a solver object that gets its name's controller.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.integrate
+import scipy.linalg
 from test_nonsmooth_flows import neuron  # noqa: F401  (a module fixture: the leaky-ReLU reference)
 from test_stiff import counted_solve, diag_problem, diag_reference, flat, rel_err
 
@@ -57,10 +62,60 @@ def test_stability_polynomial_is_second_order():
         assert abs(slope - 3.0) < 0.1, (s, slope, err)  # local error O(z³): order 2
 
 
-def _fixed_step_run(term, y0, t1, n, save_ts):
+def test_first_order_stability_interval_damping_and_stage_rule():
+    for s in (1, 2, 5, 10, 40, 200):
+        beta = float(chb.stability_bound(s, order=1))
+        if s >= 2:  # β1(s) → (2 − 4ε/3)·s² ≈ 1.93·s² at ε = 0.05: three times RKC's 0.653·s²
+            assert 1.93 * s**2 <= beta <= 1.95 * s**2
+        z = np.linspace(-beta, 0.0, 4001)
+        r = np.abs(np.asarray(chb.stability_polynomial(z, s, order=1)))
+        assert r.max() <= 1.0 + 1e-9
+        # damped by 1/T_s(w0) ≈ 0.95 wherever w0 + w1·z is in [−1, 1] (for s ≥ 2)
+        w0 = 1 + chb.DAMPING_FIRST_ORDER / s**2
+        ts, ds, _ = chb.chebyshev_at(jnp.asarray(w0), s)
+        away = z <= (1 - w0) * float(ds / ts)  # (1 − w0)/w1
+        assert r[away].max() <= 1.0 / float(ts) + 1e-12 and (s == 1 or r[away].max() <= 0.953)
+        beyond = np.linspace(-1.5 * beta, -1.001 * beta, 200)
+        assert np.abs(np.asarray(chb.stability_polynomial(beyond, s, order=1))).max() > 1.0
+        for h_rho in (0.3 * beta, beta, 3.0 * beta):
+            s_rule, _ = chb.stage_count(jnp.asarray(h_rho), 10_000, order=1)
+            assert float(chb.stability_bound(int(s_rule), order=1)) >= h_rho
+            # and about 0.58 times the stages RKC takes for the same step
+            s_rkc, _ = chb.stage_count(jnp.asarray(h_rho), 10_000)
+            assert int(s_rule) <= 0.62 * int(s_rkc) + 1
+    # small steps: one stage (explicit Euler), where RKC takes two
+    assert int(chb.stage_count(jnp.asarray(0.5), 100, order=1)[0]) == 1
+
+
+def test_first_order_stability_polynomial_and_error_estimate():
+    """R_s(z) = e^z + O(z²); and RKC1's error estimate θ_{n+1} − θ_n − (h/2)(f_n + f_{n+1}) is the
+    step's true local error to leading order (the trapezoidal rule is one order higher): on a
+    smooth linear flow their ratio → 1 as h → 0, its distance from 1 halving with h."""
+    z = np.array([-1e-2, -2e-2, -4e-2])
+    for s in (3, 17):
+        err = np.abs(np.asarray(chb.stability_polynomial(z, s, order=1)) - np.exp(z))
+        slope = np.polyfit(np.log(-z), np.log(err), 1)[0]
+        assert abs(slope - 2.0) < 0.1, (s, slope, err)
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    a = q @ np.diag([0.5, 1.0, 2.0, 5.0, 20.0, 40.0]) @ q.T
+    term = diffrax.ODETerm(lambda t, y, args: -(jnp.asarray(a) @ y))
+    y0 = jnp.asarray(rng.normal(size=6))
+    solver = gflow.RKC1()
+    state = solver.init(term, 0.0, 1.0, y0, None)
+    ratios = []
+    for h in (0.01, 0.005, 0.0025):
+        y1, (error, _), _, _, _ = solver.step(term, 0.0, h, y0, None, state, False)
+        exact = scipy.linalg.expm(-a * h) @ np.asarray(y0)
+        ratios.append(np.linalg.norm(np.asarray(error)) / np.linalg.norm(np.asarray(y1) - exact))
+    off = np.abs(np.array(ratios) - 1.0)
+    assert off[-1] < 0.05 and np.all((off[:-1] / off[1:] > 1.8) & (off[:-1] / off[1:] < 2.2)), ratios
+
+
+def _fixed_step_run(term, y0, t1, n, save_ts, solver=None):
     sol = diffrax.diffeqsolve(
         term,
-        gflow.RKC(),
+        gflow.RKC() if solver is None else solver,
         0.0,
         t1,
         t1 / n,
@@ -72,7 +127,8 @@ def _fixed_step_run(term, y0, t1, n, save_ts):
     return sol.ys
 
 
-def test_order_two_with_fixed_steps_on_a_stiff_forced_flow():
+@pytest.mark.parametrize("order", [2, 1])
+def test_order_with_fixed_steps_on_a_stiff_forced_flow(order):
     """y' = −A(y − g(t)) with A's eigenvalues from 0.5 to 1000 and g(t) = sin(t + k): the stiff
     components sit at a moving equilibrium (as they do in a gradient flow's slow phase) and steps
     reach hρ = 100 … 12.5 (13 … 5 stages), far past explicit stability. Exercises the stage times
@@ -92,13 +148,14 @@ def test_order_two_with_fixed_steps_on_a_stiff_forced_flow():
     errs = []
     for n in ns:
         save_ts = np.array([t1 * (n // 2 + 0.5) / n, t1])  # mid-step: the dense output too
-        ys = np.asarray(_fixed_step_run(term, jnp.asarray(y0), t1, int(n), jnp.asarray(save_ts)))
+        solver = gflow.RKC() if order == 2 else gflow.RKC1()
+        ys = np.asarray(_fixed_step_run(term, jnp.asarray(y0), t1, int(n), jnp.asarray(save_ts), solver))
         errs.append([np.abs(ys[i] - ref.sol(t)).max() for i, t in enumerate(save_ts)])
     errs = np.array(errs)
     for k in (0, 1):
         slope = -np.polyfit(np.log(ns), np.log(errs[:, k]), 1)[0]
-        assert abs(slope - 2.0) <= 0.3, (k, slope, errs[:, k])
-    assert errs[-1].max() < 1e-4
+        assert abs(slope - order) <= 0.3, (k, slope, errs[:, k])
+    assert errs[-1].max() < (1e-4 if order == 2 else 1e-2)
 
 
 def test_power_method_finds_the_spectral_radius():
@@ -155,7 +212,8 @@ def test_error_falls_with_the_tolerance_and_the_stages_rise_with_the_stiffness()
     assert int(runs[1e-6].stats["num_gradient_equivalents"]) * 3 < int(tsit.stats["num_gradient_equivalents"])
 
 
-def test_evaluation_counters_are_exact():
+@pytest.mark.parametrize("name", ["rkc", "rkc1"])
+def test_evaluation_counters_are_exact(name):
     """A host callback in the loss counts every forward pass: one per gradient (num_vf_evals)
     and one per Hessian–vector product of the power method (num_hvps)."""
     calls = []
@@ -167,28 +225,29 @@ def test_evaluation_counters_are_exact():
 
     problem = gflow.Problem(base.model, base.train, residuals=residuals)
     lam, t1 = jnp.asarray(0.05), 40.0
-    solver = gflow.RKC()
+    solver = gflow.RKC() if name == "rkc" else gflow.RKC1()
     sol, counts = counted_solve(problem, solver, lam, t1)
     steps = int(sol.stats["num_steps"])
     assert int(sol.stats["num_rejected_steps"]) > 0
     assert counts["num_hvps"] == steps * solver.power_iterations
-    assert counts["num_vf_evals"] >= 2 * steps  # at least two stages per attempted step
+    assert counts["num_vf_evals"] >= (2 if name == "rkc" else 1) * steps  # RKC: two stages at least
     assert counts["num_jvps"] == counts["num_vjps"] == counts["num_krylov_iterations"] == 0
     startup = solver.startup_counts()
     assert len(calls) == startup["num_vf_evals"] + startup["num_hvps"] + counts["num_vf_evals"] + counts["num_hvps"]
 
-    traj = gflow.simulate(problem, lam, t1, solver="rkc", saveat=5, rtol=1e-7, atol=1e-9)
+    traj = gflow.simulate(problem, lam, t1, solver=name, saveat=5, rtol=1e-7, atol=1e-9)
     s = {k: int(v) for k, v in traj.stats.items()}
     assert s["num_hvps"] == startup["num_hvps"] + s["num_steps"]
     assert s["num_gradient_equivalents"] == s["num_vf_evals"] + 2 * s["num_hvps"]
 
 
-def test_leaky_relu_neuron_converges_to_dop853(neuron):  # noqa: F811
+@pytest.mark.parametrize("name", ["rkc", "rkc1"])
+def test_leaky_relu_neuron_converges_to_dop853(neuron, name):  # noqa: F811
     problem, w_ref, loss_ref = neuron
     errors = []
     for rtol in (1e-4, 1e-6):
         traj = gflow.simulate(
-            problem, 1e-2, 200.0, solver="rkc", rtol=rtol, atol=rtol * 1e-2, saveat=np.linspace(0, 200, 41)
+            problem, 1e-2, 200.0, solver=name, rtol=rtol, atol=rtol * 1e-2, saveat=np.linspace(0, 200, 41)
         )
         assert bool(traj.ok), traj.message
         errors.append(float(np.linalg.norm(np.asarray(traj.final.w) - w_ref) / np.linalg.norm(w_ref)))
@@ -252,14 +311,34 @@ def test_sweep_with_rkc_equals_loop():
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         gflow.RKC(**kwargs)
+    if "max_stages" in kwargs:  # RKC1 takes one stage (explicit Euler), not none
+        gflow.RKC1(max_stages=1)
+        kwargs = {"max_stages": 0}
+    with pytest.raises(ValueError, match="RKC1 .*" + message):
+        gflow.RKC1(**kwargs)
 
 
 def test_registered_for_simulate_and_the_command_line():
-    assert "rkc" in gflow.SOLVER_NAMES
+    assert "rkc" in gflow.SOLVER_NAMES and "rkc1" in gflow.SOLVER_NAMES
     problem = gflow.tasks.musat_addition(0)
     traj = gflow.simulate(problem, 0.1, 5.0, solver="rkc", saveat=5)
     assert bool(traj.ok) and traj.solver == "rkc"
     assert int(traj.stats["num_hvps"]) > 0
+    # RKC1 by name and as an object: the same steps, so the object gets the name's
+    # proportional–integral controller (its own default would be Diffrax's integral one).
+    loose = {"rtol": 1e-5, "atol": 1e-7}  # tighter than its default 1e-3, so that many steps tell the controllers apart
+    by_name = gflow.simulate(problem, 0.1, 5.0, solver="rkc1", saveat=5, **loose)
+    by_object = gflow.simulate(problem, 0.1, 5.0, solver=gflow.RKC1(), saveat=5, **loose)
+    assert bool(by_name.ok) and by_name.solver == "rkc1" and by_object.solver == "RKC1"
+    assert {k: int(v) for k, v in by_name.stats.items() if k.startswith("num_")} == {
+        k: int(v) for k, v in by_object.stats.items() if k.startswith("num_")
+    }
+    np.testing.assert_allclose(flat(by_name.final), flat(by_object.final), rtol=1e-12)
+    # Without tolerances RKC1 runs at the kink path's 1e-3/1e-5, not the smooth 1e-8/1e-10 (where
+    # this run takes 3·10⁴ steps): the same steps as those given explicitly.
+    default = gflow.simulate(problem, 0.1, 5.0, solver=gflow.RKC1(), saveat=5)
+    given = gflow.simulate(problem, 0.1, 5.0, solver="rkc1", saveat=5, rtol=1e-3, atol=1e-5)
+    assert bool(default.ok) and int(default.stats["num_steps"]) == int(given.stats["num_steps"]) < 1000
 
 
 def test_auto_takes_rkc_where_rosenbrock_would_need_conjugate_gradients():

@@ -19,8 +19,11 @@ import scipy.linalg
 import gflow
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
-# Every solver gflow offers is checked below; these five at least must be offered.
-SOLVERS = tuple(gflow.SOLVER_NAMES)
+# Every solver gflow offers is checked below at rtol 1e-10, except RKC1: a first-order method's
+# step shrinks like √rtol, so there it needs ~10⁵ steps per unit of t (it ran out of 200 000 steps
+# at t < 1 of 300 on the diagonal network). It is checked against Radau and DOP853 at its own
+# tolerances in test_chebyshev.py. These five at least must be offered.
+SOLVERS = tuple(name for name in gflow.SOLVER_NAMES if name != "rkc1")
 
 
 def test_solver_names():
