@@ -85,6 +85,8 @@ METHODS = (
     "rkc@1e-3",
     "rkc@1e-4",
     "rkc@1e-5",
+    "rkc1@1e-3",
+    "rkc1@1e-4",
 )
 
 
@@ -172,7 +174,13 @@ def run_flow(problem, lam: float, t1: float, method: str, saves: int, max_steps:
     else:
         name, rtol = method.split("@")
         rtol = float(rtol)
-        solver = {"tsit5": diffrax.Tsit5(), "bosh3": diffrax.Bosh3(), "heun": diffrax.Heun(), "rkc": gflow.RKC()}[name]
+        solver = {
+            "tsit5": diffrax.Tsit5(),
+            "bosh3": diffrax.Bosh3(),
+            "heun": diffrax.Heun(),
+            "rkc": gflow.RKC(),
+            "rkc1": gflow.RKC1(),
+        }[name]
         traj, run_s, compile_s = _timed(
             lambda: gflow.simulate(
                 problem, lam, t1, solver=solver, rtol=rtol, atol=rtol * 1e-2, saveat=saveat, max_steps=max_steps
@@ -270,7 +278,8 @@ def measure(
         t1 = 10.0 / lam
         echo(f"  λ = {lam:g}, t1 = {t1:g}")
         earlier = [r for r in previous or () if r["lam"] == lam]
-        kept = [r for r in earlier if r["role"] != "method" or r["method"] not in methods]
+        # ("auto (bosh3+rkc1)" is the row of the method "auto")
+        kept = [r for r in earlier if r["role"] != "method" or r["method"].split(" ")[0] not in methods]
         ref = next((r for r in kept if r["role"] == "reference"), None)
         if ref is None:
             ref, ref_rows = reference(

@@ -140,14 +140,14 @@ class Trajectory(eqx.Module):
                 f" The solver crawled on solver='auto''s kink path ({self.solver}; sharpness(theta0) ~ {sharpness:.3g})"
             )
             if races:
-                # It already raced bosh3 against RKC and went on with the cheaper one.
+                # It already raced bosh3 against RKC1 and went on with the cheaper one.
                 return note + (
-                    f" after racing bosh3 against RKC {races} time(s) and keeping the cheaper: raise max_steps, "
+                    f" after racing bosh3 against RKC1 {races} time(s) and keeping the cheaper: raise max_steps, "
                     "loosen rtol (1e-3 is the default here), or use gflow.gd at a step below 2/sharpness."
                 )
             note += (
                 ". If the flow is stiff (h * sharpness > 2.5 for the step h you need), use "
-                "solver=gflow.RKC() at rtol=1e-3 (4x fewer gradients than bosh3 on a stiff squared-loss ReLU "
+                "solver=gflow.RKC1() at rtol=1e-3 (7x fewer gradients than bosh3 on a stiff squared-loss ReLU "
                 "net); otherwise raise max_steps, or use gflow.gd at a step below 2/sharpness."
             )
         else:

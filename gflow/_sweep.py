@@ -34,6 +34,7 @@ from ._simulate import (
     default_save_times,
     default_tolerances,
     log_times,
+    loose_default_tolerances,
     raced_solve,
     races,
     save_spec,
@@ -165,7 +166,7 @@ def _run_chunk(
 
 def _raced_member(make_problem, member, save_ts, rtol, atol, stop_values, *, dtype, options: dict):
     """One member (λ, seed, α, t1) as `simulate` runs it on the kink path of a flow that may be
-    stiff: Bosh3 raced against RKC (`raced_solve`; the race decides between pieces on the host, so
+    stiff: Bosh3 raced against RKC1 (`raced_solve`; the race decides between pieces on the host, so
     one member per call), returned with a leading member axis of size 1, like a chunk of
     `_run_chunk`; `options` holds `_run_chunk`'s keyword arguments."""
     lam, seed, alpha, t1 = member
@@ -545,11 +546,11 @@ def sweep(
     - `solver`: as in `simulate`; `"auto"` decides once for the whole grid, on the first seed
       and α at the longest horizon (the smallest λ in slow time). On a kinked loss it takes
       Bosh3; where the kinked flow may be stiff (`simulate`'s race rule: a squared-type loss,
-      stiffness ratio above `AUTO_STIFFNESS`) each member races Bosh3 against RKC as `simulate`
+      stiffness ratio above `AUTO_STIFFNESS`) each member races Bosh3 against RKC1 as `simulate`
       does, member by member (the race decides between pieces on the host), when the grid runs
       one member per call: the default on a CPU for such a grid, `chunk_size=1` on an
       accelerator. Each member is then the run `simulate` gives alone; `ds.attrs["solver"]` reads
-      "bosh3+rkc" once some member's race went to RKC, and `stats_num_races`, `stats_race_t`
+      "bosh3+rkc1" once some member's race went to RKC1, and `stats_num_races`, `stats_race_t`
       (NaN without a race) and `stats_rkc_steps` say which. In larger chunks the members share
       one solver and run Bosh3 throughout.
 
@@ -662,10 +663,10 @@ def sweep(
         chosen, sharpness = choose_solver(probe, float(lam_values.min()), horizon)
         stiffness_ratio = (float(sharpness) + float(lam_values.min())) * horizon
     kink_robust = solver == "auto" and chosen == AUTO_NONSMOOTH_SOLVER
-    rtol_a, atol_a = default_tolerances(dtype, rtol, atol, nonsmooth=kink_robust)
+    rtol_a, atol_a = default_tolerances(dtype, rtol, atol, nonsmooth=kink_robust or loose_default_tolerances(solver))
     max_steps = default_max_steps(max_steps, nonsmooth=kink_robust)
     stops, stop_values = stop_spec(probe, stop)
-    # `simulate`'s race of Bosh3 against RKC (a kinked flow that may be stiff) decides between
+    # `simulate`'s race of Bosh3 against RKC1 (a kinked flow that may be stiff) decides between
     # pieces on the host, member by member: it runs where the grid runs one member per call (the
     # default on a CPU for such a grid, `chunk_size=1` elsewhere); in a vmapped chunk the members
     # share one solver, Bosh3.
@@ -806,8 +807,8 @@ def sweep(
 
 
 def _sweep_solver_name(chosen, raced) -> str:
-    """The solver's name; for a racing sweep (`raced`: its members' Dataset) "bosh3+rkc" once
-    some member's race handed it to RKC, as `simulate` names one run."""
+    """The solver's name; for a racing sweep (`raced`: its members' Dataset) "bosh3+rkc1" once
+    some member's race handed it to RKC1, as `simulate` names one run."""
     if raced is not None and np.any(raced["stats_rkc_steps"].values > 0):
         return f"{AUTO_NONSMOOTH_SOLVER}+{AUTO_STIFF_KINK_SOLVER}"
     return solver_name(chosen)

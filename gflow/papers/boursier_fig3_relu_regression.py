@@ -21,8 +21,8 @@ Details the paper does not give, and our choices:
   t = 157). The main curves are the flow by `gflow.simulate` with solver "auto", which detects
   the kinks and takes Bogacki–Shampine 3(2) (issue 12); the flow is stiff until the norm has
   decayed (sharpness ≈ 540 at θ0), so after Bosh3's first 20 000 steps it races Bosh3 against
-  Runge–Kutta–Chebyshev and goes on with the cheaper (RKC during the fit, Bosh3 once the flow
-  slides along kinks; `traj.solver` "bosh3+rkc"), here at `rtol` = 1e−4 (atol rtol·1e−2)
+  first-order Runge–Kutta–Chebyshev and goes on with the cheaper (RKC1 during the fit, Bosh3
+  once the flow slides along kinks; `traj.solver` "bosh3+rkc1"), here at `rtol` = 1e−4 (atol rtol·1e−2)
   up to `t_settled` = 1e4 and at `rtol_settled` = 1e−3 after it: at its kink default 1e−3 the
   train loss, far smaller than the parameters the tolerance is relative to, is up to 10× off in
   t ∈ [1, 10³], while once the norm has settled the flow slides along kinks, where 1e−4 costs 7×

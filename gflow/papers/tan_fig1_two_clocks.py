@@ -33,7 +33,7 @@ jaxlib 0.10.2, 2 cores).
 **The lower panels (c, d) are the gradient flow** θ' = −∇F(θ) − λθ of the same network, data
 and initialisation (`run_flow`): `gflow.sweep` over λ ∈ `flow_lams` with solver "auto" at its
 defaults (it finds the ReLU and integrates with Bogacki–Shampine 3(2) at rtol 1e-3; on
-cross-entropy it does not race RKC), and full-batch gradient descent at η = `flow_lr` = 0.2 beside
+cross-entropy it does not race RKC1), and full-batch gradient descent at η = `flow_lr` = 0.2 beside
 it on the same save times (the sharpness at θ0 is 6.8, so η·sharpness = 1.35 < 2; `gd_chain`
 spaces the saves close to logarithmically in t). Its λ is the flow's own scale, not AdamW's: at
 λ = 1e-2 the decay holds the flow's train loss above 0.5 (AdamW's decay per epoch, lr·λ, is
@@ -267,7 +267,7 @@ def run_flow(problem, params, *, progress: bool = False) -> xr.Dataset:
     Gradient descent: `gd_chain`, step `flow_lr` throughout, one `gd` call per entry of `flow_t`
     with `flow_saves` saves each (saves close to log-spaced in t = lr·step), vmapped over λ. The
     flow: `gflow.sweep` over λ with solver "auto" at its defaults (it finds the ReLU and takes
-    Bogacki–Shampine 3(2) at rtol 1e-3; cross-entropy, so no race with RKC), saved at GD's times,
+    Bogacki–Shampine 3(2) at rtol 1e-3; cross-entropy, so no race with RKC1), saved at GD's times,
     one member per compiled call on a CPU (a vmapped adaptive solve runs every member until the
     slowest ends).
 
