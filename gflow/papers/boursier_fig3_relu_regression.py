@@ -34,11 +34,11 @@ Details the paper does not give, and our choices:
   flow is saved at the same times. A single η would be set by the initial sharpness (≈ 540 at
   variance 4), i.e. ≈ 1e−3, and t = 1e5 would cost 1e8 steps; the sharpness falls to ≈ 3 once
   the norm has decayed, so the schedule needs ~3e6. Measured at the smoke size (t1 = 1e4): the
-  flow took 4.7e5 gradients (6.8e5 with Bosh3 alone), GD 1.1e6 steps; ‖θ‖ agreed within 0.11%
+  flow took 4.4e5 gradients (6.8e5 with Bosh3 alone), GD 1.1e6 steps; ‖θ‖ agreed within 0.11%
   at every save, from t = 0.1 on the test loss within 2.4% and the train loss within 13%, and
-  the test loss at t1 within 0.06% (GD at c = 1 is coarse in the first 0.01 of t, where
-  ηs ≈ 0.9). At the quick size (t1 = 1e5): 1.10e6 gradients (1.29e6 with Bosh3 alone) against
-  GD's 2.85e6 steps, ‖θ‖ within 0.08% at every save, the test loss at t1 0.48% apart.
+  the test loss at t1 within 0.07% (GD at c = 1 is coarse in the first 0.01 of t, where
+  ηs ≈ 0.9). At the quick size (t1 = 1e5): 1.06e6 gradients (1.29e6 with Bosh3 alone) against
+  GD's 2.85e6 steps, ‖θ‖ within 0.09% at every save, the test loss at t1 0.25% apart.
 - Horizon: t1 = 1e5 (quick, the paper's t₃), 1e6 (full), 1e4 (smoke, which also saves 6
   times per segment instead of 18; full saves 36).
 - Kinks (`gflow.analysis.relu_kinks`): positions −b_j/v_j in [−2, 2] of units whose slope
