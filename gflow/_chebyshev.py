@@ -72,7 +72,7 @@ DAMPING = 2.0 / 13.0
 STAGE_FACTOR = 1.54
 # RKC1: ε = 0.05 bounds the polynomial by 1/T_s(1 + ε/s²) ≈ 1/cosh(√(2ε)) ≈ 0.95 away from 0, as
 # RKC's ε = 2/13 does, at β1(s) ≥ 1.936·s² (1 − 2ε/3 of the undamped 2s²). s = ⌈√(0.52·hρ)⌉
-# gives s² ≥ hρ/1.923 ≥ hρ/β1(s)·s².
+# gives s² ≥ 0.52·hρ > hρ/1.936, so β1(s) ≥ 1.936·s² ≥ hρ (tested).
 DAMPING_FIRST_ORDER = 0.05
 STAGE_FACTOR_FIRST_ORDER = 0.52
 # Default stage caps (`max_stages=None`) by the state's precision.

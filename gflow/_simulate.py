@@ -362,8 +362,9 @@ def default_max_steps(max_steps: int | None, *, nonsmooth: bool = False) -> int:
 def default_tolerances(dtype, rtol, atol, *, nonsmooth: bool = False) -> tuple[jax.Array, jax.Array]:
     """(rtol, atol) as arrays of `dtype`: 1e-8/1e-10 in float64, 1e-5/1e-7 in float32 by default;
     `AUTO_NONSMOOTH_RTOL`/`AUTO_NONSMOOTH_ATOL` (`nonsmooth=True`) for the kink-robust solve of
-    `solver="auto"` on a non-smooth loss and for RKC1, whose first-order steps would be ~10⁴
-    times shorter at 1e-8 than at 1e-3 (`loose_default_tolerances`). Given values are kept."""
+    `solver="auto"` on a non-smooth loss and for RKC1, whose first-order steps shrink like
+    √rtol, about 300 times shorter at 1e-8 than at 1e-3 (`loose_default_tolerances`). Given
+    values are kept."""
     is64 = jnp.finfo(dtype).bits >= 64
     if nonsmooth:
         rtol = AUTO_NONSMOOTH_RTOL if rtol is None else rtol
@@ -535,8 +536,9 @@ def simulate(
       once fitted, stiffness ratio above `AUTO_STIFFNESS`) and Bosh3 has not reached t1 after
       `AUTO_NONSMOOTH_PROBE_STEPS` steps, Bosh3 and RKC1 race from there and the cheaper goes on,
       racing again at intervals (`_probe_and_race`; `traj.solver` "bosh3+rkc1" once RKC1 ran,
-      `stats["num_races"]`, `stats["race_t"]`, `stats["rkc_steps"]`: the steps by RKC1). `gflow.sweep` races each
-      member the same way where it runs one member per call (its default on a CPU then).
+      `stats["num_races"]`, `stats["race_t"]`, `stats["rkc_steps"]`: the steps by RKC1).
+      `gflow.sweep` races each member the same way where it runs one member per call (its
+      default on a CPU then).
     - `max_steps`: step budget; reaching it returns `RESULTS.max_steps_reached`. Default
       200 000 (`DEFAULT_MAX_STEPS`), or 2 000 000 (`AUTO_NONSMOOTH_MAX_STEPS`) when
       `solver="auto"` takes the kink-robust path, whose steps are short where the flow slides
@@ -686,8 +688,8 @@ def _probe_and_race(piece, model, t0, save_ts, max_steps: int, callback=None) ->
     interval (≈ 2.5 for Bosh3), and by the kinks where the flow slides along them. RKC1 buys
     stability with √(0.52·hρ) stages (first-order damped Chebyshev: van der Houwen & Sommeijer
     1980, Verwer 1996; first order costs nothing across kinks, where no method is better), but
-    its error estimate, which compares f at both ends of a step, rejects more steps at kinks. Which of the two holds
-    changes along a solve (Boursier's ReLU regression is stiff until its norm has decayed, then
+    its error estimate, which compares f at both ends of a step, rejects more steps at kinks.
+    Which of the two holds changes along a solve (Boursier's ReLU regression is stiff until its norm has decayed, then
     slides along kinks) and cannot be read off θ0. ODE codes have long switched between a
     non-stiff and a stiff method along the solve (Petzold 1983, LSODA; stiffness detection in
     explicit Runge–Kutta codes: Shampine 1977, Hairer & Wanner, "Solving ODEs II", §IV.2); here
@@ -699,8 +701,8 @@ def _probe_and_race(piece, model, t0, save_ts, max_steps: int, callback=None) ->
     muted while the racers run, and the winner's saves in the race are replayed to it from its
     trajectory (`_CALLBACK_GATE`). Returns one Trajectory over all pieces (`join`); the
     losing racers' work is added to the work counts; `solver` is "bosh3", or "bosh3+rkc1" once
-    RKC1 has run; `stats` gains `num_races`, `rkc_steps` (RKC1's) and, if there was a race, `race_t` (the
-    first race's time).
+    RKC1 has run; `stats` gains `num_races`, `rkc_steps` (RKC1's) and, if there was a race,
+    `race_t` (the first race's time).
     """
     bosh3, rkc = AUTO_NONSMOOTH_SOLVER, AUTO_STIFF_KINK_SOLVER
     piece_steps = {bosh3: AUTO_NONSMOOTH_PROBE_STEPS, rkc: AUTO_NONSMOOTH_RKC_PIECE_STEPS}
