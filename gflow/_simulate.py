@@ -44,12 +44,20 @@ class SolverSpec:
       `CountingController`), or "uncounted" (implicit solvers: their Newton iterations happen
       inside Diffrax).
     - `controller`: extra `diffrax.PIDController` coefficients.
+    - `kink_tolerances`: given no tolerances, it runs at `AUTO_NONSMOOTH_RTOL`/`AUTO_NONSMOOTH_ATOL`
+      (the kink path's 1e-3/1e-5) instead of the smooth defaults: RKC1, whose first-order step
+      shrinks like √rtol, so at 1e-8 it crawls (3·10⁴ steps to t = 5 on `tasks.musat_addition`
+      at λ = 0.1, against 121 at 1e-3, measured); it is meant for kinked flows.
+
+    A solver object of a registered class gets its name's controller and tolerances
+    (`solver_spec`: `gflow.RKC1()` as "rkc1").
     """
 
     cls: type
     work: str
     w_mode: str | None = None
     controller: tuple[tuple[str, float], ...] = ()
+    kink_tolerances: bool = False
 
     def build(self, problem: Problem, lam, slow: bool, rtol, atol):
         """The solver object for `problem` at weight decay `lam`."""
@@ -59,8 +67,9 @@ class SolverSpec:
 
 
 # RKC1's step-size controller: proportional–integral. On Musat's summed-loss ReLU net at λ = 1e-4
-# (rtol 1e-3, to t1 = 1e5) it cut RKC1's rejected steps from 7 726 to 1 538 and its gradients
-# from 7.83e5 to 6.97e5, with the same grokking time (benchmarks/README.md, "ReLU flows").
+# (rtol 1e-3, to t1 = 1e5) it cut RKC1's rejected steps from 7 534 (Diffrax's integral
+# controller) to 1 548 and its gradients from 7.72e5 to 6.89e5, with the same grokking time
+# (the PI row is `rkc1@1e-3` in benchmarks/results/relu_flows_musat_relu_lam0.0001.json).
 RKC1_CONTROLLER = (("pcoeff", 0.3), ("icoeff", 0.4))
 # The one registry of solver names. A proportional-integral controller stops Kvaerno5's step size
 # from oscillating across its Newton convergence limit: on the demo, 1487 steps (327 rejected)
@@ -75,7 +84,7 @@ SOLVERS: dict[str, SolverSpec] = {
     "ros34pw2": SolverSpec(Ros34PW2, "reported", w_mode="auto"),
     "ros34pw2_krylov": SolverSpec(Ros34PW2, "reported", w_mode="krylov"),
     "rkc": SolverSpec(RKC, "reported"),
-    "rkc1": SolverSpec(RKC1, "reported", controller=RKC1_CONTROLLER),
+    "rkc1": SolverSpec(RKC1, "reported", controller=RKC1_CONTROLLER, kink_tolerances=True),
 }
 SOLVER_NAMES = (*SOLVERS, "auto")
 
@@ -362,9 +371,9 @@ def default_max_steps(max_steps: int | None, *, nonsmooth: bool = False) -> int:
 def default_tolerances(dtype, rtol, atol, *, nonsmooth: bool = False) -> tuple[jax.Array, jax.Array]:
     """(rtol, atol) as arrays of `dtype`: 1e-8/1e-10 in float64, 1e-5/1e-7 in float32 by default;
     `AUTO_NONSMOOTH_RTOL`/`AUTO_NONSMOOTH_ATOL` (`nonsmooth=True`) for the kink-robust solve of
-    `solver="auto"` on a non-smooth loss and for RKC1, whose first-order steps shrink like
-    √rtol, about 300 times shorter at 1e-8 than at 1e-3 (`loose_default_tolerances`). Given
-    values are kept."""
+    `solver="auto"` on a non-smooth loss and for solvers registered with `kink_tolerances` (RKC1,
+    whose first-order steps shrink like √rtol: `loose_default_tolerances`). Given values are
+    kept."""
     is64 = jnp.finfo(dtype).bits >= 64
     if nonsmooth:
         rtol = AUTO_NONSMOOTH_RTOL if rtol is None else rtol
@@ -379,12 +388,19 @@ def default_tolerances(dtype, rtol, atol, *, nonsmooth: bool = False) -> tuple[j
     return rtol, atol
 
 
+def solver_spec(solver) -> SolverSpec | None:
+    """The registry entry of a solver name, or of a solver object whose class is registered (the
+    first name with that class: `gflow.RKC1()` as "rkc1"); None for "auto" and other objects."""
+    if isinstance(solver, str):
+        return SOLVERS.get(solver)
+    return next((spec for spec in SOLVERS.values() if type(solver) is spec.cls), None)
+
+
 def loose_default_tolerances(solver) -> bool:
-    """Whether `solver` runs at `AUTO_NONSMOOTH_RTOL`/`AUTO_NONSMOOTH_ATOL` when no tolerance is
-    given: RKC1, by name or as an object. A first-order method's step shrinks like √rtol, so at
-    the smooth default 1e-8 it crawls (3·10⁴ steps to t = 5 on `tasks.musat_addition` at
-    λ = 0.1, measured); it is meant for kinked flows, where 1e-3 is the kink path's default."""
-    return solver == "rkc1" or isinstance(solver, RKC1)
+    """Whether `solver` (a name or an object) runs at the kink path's tolerances when none are
+    given (`SolverSpec.kink_tolerances`)."""
+    spec = solver_spec(solver)
+    return spec is not None and spec.kink_tolerances
 
 
 def save_spec(saveat, dtype, t1=None, name: str = "t1", t0=None) -> tuple[int | None, jax.Array | None]:
@@ -947,12 +963,7 @@ def _startup_counts(solver) -> dict[str, int]:
 
 
 def _controller(solver, rtol, atol):
-    # A solver object gets the controller of its name (gflow.RKC1() as "rkc1").
-    spec = (
-        SOLVERS[solver]
-        if isinstance(solver, str)
-        else next((v for v in SOLVERS.values() if type(solver) is v.cls), None)
-    )
+    spec = solver_spec(solver)  # a solver object gets the controller of its name
     pid = diffrax.PIDController(rtol=rtol, atol=atol, **dict(spec.controller if spec else ()))
     # gflow's own steps report their evaluation counts next to the error estimate, on purpose:
     # Diffrax rolls the solver state back when it rejects a step, so counts kept in the state
